@@ -1,0 +1,65 @@
+# matbackprop — matrix backpropagation for deep networks with structured layers.
+# `make help` lists the targets. Every target installs what it needs first.
+
+SHELL        := /bin/bash
+PYTHON_SYS   ?= python3
+VENV         ?= .venv
+PY           := $(VENV)/bin/python
+PIP          := $(VENV)/bin/pip
+# torch/torchvision pair that import together (override e.g. TORCH_SPEC="torch==2.9.1 torchvision==0.24.1").
+TORCH_SPEC   ?= torch==2.14.1 torchvision==0.29.1
+STAMP        := $(VENV)/.installed
+DEVICE       ?= cpu
+export WANDB_SILENT ?= true
+
+.DEFAULT_GOAL := help
+.PHONY: help install test lint bench demo data-coco data-bsds reproduce-coco reproduce-bsds tables sync-wandb clean
+
+help:  ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## Create .venv and install the project with dev tools (idempotent)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q -e '.[dev]'
+	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	@touch $(STAMP)
+
+test: install  ## Run the test suite (W&B disabled, no downloads)
+	WANDB_MODE=disabled $(PY) -m pytest -q
+
+lint: install  ## Ruff lint + format check
+	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts
+
+bench: install  ## Benchmarks: spectral layers, training steps (tables + CSV under outputs/bench/)
+	$(PY) scripts/bench_spectral.py --device $(DEVICE)
+	@if [ -f scripts/bench_training.py ]; then $(PY) scripts/bench_training.py --device $(DEVICE); fi
+
+demo: install  ## Main job on built-in synthetic data (CPU, a few minutes)
+	WANDB_MODE=$${WANDB_MODE:-disabled} $(PY) -m matbackprop.demo
+
+data-coco: install  ## Download MSCOCO 2014 train/val images + instance annotations into data/coco
+	$(PY) scripts/download_coco.py --root data/coco
+
+data-bsds: install  ## Download the BSDS500 archive (BSR) into data/bsds
+	$(PY) scripts/download_bsds.py --root data/bsds
+
+reproduce-coco: install  ## Table 1 (DeepO2P on MSCOCO regions) on real data; then `make tables`
+	$(PY) scripts/reproduce.py coco
+
+reproduce-bsds: install  ## Table 2 (DeepNCut on BSDS) on real data; then `make tables`
+	$(PY) scripts/reproduce.py bsds
+
+tables: install  ## Results tables next to the paper's numbers, and training curves
+	$(PY) scripts/make_tables.py --runs outputs --out outputs/tables
+
+sync-wandb: install  ## Upload offline W&B runs (needs `wandb login`)
+	@find outputs -type d -name 'offline-run-*' -print0 | xargs -0 -r -n1 $(VENV)/bin/wandb sync
+
+clean:  ## Remove caches (keeps .venv, data/ and outputs/)
+	rm -rf .pytest_cache .ruff_cache src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,171 @@
+r"""Normalized-cuts alignment layer: the DeepNCut loss (SPEC §5), without any m × m matrix.
+
+Features F ≥ 0 (m × d, m = pixels), linear affinity W = F Fᵀ (never formed), degrees
+d = W 1 + ε = F (Fᵀ 1) + ε, Z = D^{-1/2} F. Ground truth E (m × k one-hot), T = D^{1/2} E
+(orthogonal columns; empty labels dropped). The Bach–Jordan alignment with full projectors::
+
+    J = ½ ‖Π_Z − Π_T‖²_F = ½ (rank Z + rank T) − ⟨Π_Z, Π_T⟩,   ⟨Π_Z, Π_T⟩ = ‖Q_Zᵀ Q_T‖²_F
+
+⟨Π_Z, Π_T⟩ = tr(Mᵀ (ZᵀZ)⁺ M) with M = Zᵀ Q_T (d × k): one d × d eigendecomposition per item.
+Its backward is the projector formula (SPEC §2) with S = Q_T Q_Tᵀ, evaluated right to left::
+
+    ∂/∂Z = 2 (I − Π_Z) Q_T Q_Tᵀ (Z⁺)ᵀ = 2 (Q_T − Z P M)(P M)ᵀ,   ∂/∂Q_T = 2 Z P M,   P = (ZᵀZ)⁺
+
+so the cost is O(m d²) for the Gram matrix ZᵀZ and O(m d k) for everything else; memory
+O(m d). Gradients flow through D on both sides (Z and T) by ordinary autograd. The rank of
+Z is numerical (eigenvalues of ZᵀZ above ``rtol · λ_max``) and is returned for monitoring.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._common import check_float, no_tf32
+
+
+def _gram_pinv(z: Tensor, rtol: float | None) -> tuple[Tensor, Tensor]:
+    """P = (ZᵀZ)⁺ (B, d, d) in float64 and the numerical rank (B,) of Z."""
+    a = (z.mT @ z).double()  # (B, d, d)
+    lam, v = torch.linalg.eigh(a)  # ascending
+    if rtol is None:
+        rtol = max(z.shape[-2], z.shape[-1]) * torch.finfo(z.dtype).eps
+    keep = lam > rtol * lam[..., -1:].clamp_min(0)
+    inv = torch.where(keep, 1.0 / torch.where(keep, lam, 1.0), 0.0)
+    return (v * inv.unsqueeze(-2)) @ v.mT, keep.sum(-1)
+
+
+class _ProjectorAlignment(torch.autograd.Function):
+    """c = ⟨Π_Z, Q Qᵀ⟩ = tr(Qᵀ Π_Z Q) for Z (B, m, d), Q (B, m, k) -> (B,)."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, q: Tensor, rtol: float | None):
+        p64, rank = _gram_pinv(z, rtol)
+        m_zq = z.mT @ q  # M = Zᵀ Q  (B, d, k)
+        pm = (p64 @ m_zq.double()).to(z.dtype)  # P M  (B, d, k)
+        c = (m_zq * pm).sum((-2, -1))  # tr(Mᵀ P M)
+        ctx.save_for_backward(z, q, pm)
+        ctx.mark_non_differentiable(rank)
+        return c, rank
+
+    @staticmethod
+    def backward(ctx, gc: Tensor, _grank):
+        z, q, pm = ctx.saved_tensors
+        with no_tf32():
+            pi_q = z @ pm  # Π_Z Q = Z P M  (B, m, k)
+            gc = gc[:, None, None]
+            gz = 2.0 * gc * ((q - pi_q) @ pm.mT)  # (B, m, d)
+            gq = 2.0 * gc * pi_q
+        return gz, gq, None
+
+
+def _check_ncut_inputs(features: Tensor, labels: Tensor) -> None:
+    if not isinstance(features, Tensor) or features.ndim != 3:
+        raise ValueError(
+            f"ncut_alignment_loss: features must be (B, m, d), got {getattr(features, 'shape', features)}"
+        )
+    check_float(features, "ncut_alignment_loss: features")
+    if bool((features < 0).any()):
+        raise ValueError("ncut_alignment_loss: features must be non-negative (e.g. ReLU outputs)")
+    if not isinstance(labels, Tensor) or labels.shape != features.shape[:2]:
+        raise ValueError(
+            f"ncut_alignment_loss: labels must be (B, m) = {tuple(features.shape[:2])}, "
+            f"got {getattr(labels, 'shape', labels)}"
+        )
+    if labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"ncut_alignment_loss: labels must be integer, got {labels.dtype}")
+
+
+def degrees(f: Tensor, eps: float) -> Tensor:
+    """d = W 1 + ε = F (Fᵀ 1) + ε without forming W = F Fᵀ. Shape: (B, m, d) -> (B, m, 1)."""
+    return f @ f.sum(-2).unsqueeze(-1) + eps
+
+
+def ncut_alignment_loss(
+    features: Tensor,
+    labels: Tensor,
+    eps: float = 1e-6,
+    ignore_index: int = -1,
+    num_classes: int | None = None,
+    rtol: float | None = None,
+    return_rank: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    r"""Normalized-cuts alignment loss J = ½‖Π_Z − Π_T‖²_F per item, in O(m d²) time, O(m d) memory.
+
+    .. math::
+        d = F(Fᵀ1) + ε, \quad Z = D^{-1/2} F, \quad T = D^{1/2} E, \quad
+        J = ½ (\mathrm{rank}\,Z + \mathrm{rank}\,T) − ‖Q_Zᵀ Q_T‖²_F
+
+    Args:
+        features: non-negative features (ReLU outputs) of the m pixels of the feature grid.
+        labels: ground-truth segment of each pixel in 0..k−1; pixels labelled ``ignore_index``
+            (any negative label) take no part (their features are zeroed). Empty labels are ignored.
+        eps: added to the degrees (keeps D invertible for dead pixels).
+        num_classes: k (default: max label + 1 over the batch).
+        rtol: relative rank tolerance on the eigenvalues of ZᵀZ (default ``max(m, d) · eps``).
+        return_rank: also return the numerical rank of Z (the paper monitors it).
+
+    Shape:
+        features (B, m, d), labels (B, m) -> loss (B,) [, rank (B,) int64].
+
+    Raises:
+        ValueError: wrong shapes/dtypes, non-finite or negative features.
+    """
+    _check_ncut_inputs(features, labels)
+    valid = labels >= 0  # (B, m)
+    if ignore_index >= 0:
+        valid = valid & (labels != ignore_index)
+    f = features * valid.unsqueeze(-1).to(features.dtype)  # (B, m, d)
+    k = int(labels.max().clamp_min(0)) + 1 if num_classes is None else int(num_classes)
+    onehot = torch.zeros(*labels.shape, k, dtype=f.dtype, device=f.device)  # E (B, m, k)
+    onehot.scatter_(-1, labels.clamp(0, k - 1).unsqueeze(-1), valid.unsqueeze(-1).to(f.dtype))
+
+    deg = degrees(f, eps)  # (B, m, 1)
+    z = f * deg.rsqrt()  # D^{-1/2} F  (B, m, d)
+    t = onehot * deg.sqrt()  # D^{1/2} E  (B, m, k)
+    norms2 = t.square().sum(-2, keepdim=True)  # (B, 1, k)
+    nonempty = norms2 > 0
+    q_t = t * torch.where(nonempty, norms2, 1.0).rsqrt()  # orthonormal (or zero) columns
+    rank_t = nonempty.sum((-2, -1))  # (B,)
+
+    c, rank_z = _ProjectorAlignment.apply(z, q_t, rtol)
+    loss = 0.5 * (rank_z + rank_t).to(c.dtype) - c
+    return (loss, rank_z) if return_rank else loss
+
+
+def spectral_embedding(features: Tensor, k: int, eps: float = 1e-6) -> Tensor:
+    """Leading k left singular vectors of Z = D^{-1/2} F (spectral embedding of D^{-1/2} W D^{-1/2}).
+
+    Computed from the d × d Gram matrix ZᵀZ (no m × m matrix); columns beyond the rank are 0.
+
+    Shape: features (B, m, d) -> (B, m, k), largest singular value first.
+    """
+    if not isinstance(features, Tensor) or features.ndim != 3:
+        raise ValueError(
+            f"spectral_embedding: features must be (B, m, d), got {getattr(features, 'shape', features)}"
+        )
+    check_float(features, "spectral_embedding: features")
+    if not 1 <= k <= features.shape[-1]:
+        raise ValueError(f"spectral_embedding: need 1 ≤ k ≤ d = {features.shape[-1]}, got {k}")
+    with torch.no_grad():
+        f = features.double()
+        z = f * degrees(f, eps).rsqrt()  # (B, m, d)
+        lam, v = torch.linalg.eigh(z.mT @ z)  # ascending
+        lam, v = lam.flip(-1)[..., :k], v.flip(-1)[..., :k]
+        keep = lam > max(z.shape[-2:]) * torch.finfo(torch.float64).eps * lam[..., :1]
+        scale = torch.where(keep, torch.where(keep, lam, 1.0).rsqrt(), 0.0)
+        return ((z @ v) * scale.unsqueeze(-2)).to(features.dtype)
+
+
+class NCutAlignmentLoss(nn.Module):
+    """Module form of :func:`ncut_alignment_loss`; returns the batch mean unless ``reduction='none'``."""
+
+    def __init__(self, eps: float = 1e-6, reduction: str = "mean") -> None:
+        super().__init__()
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        self.eps, self.reduction = eps, reduction
+
+    def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        loss = ncut_alignment_loss(features, labels, eps=self.eps)
+        return loss if self.reduction == "none" else getattr(loss, self.reduction)()

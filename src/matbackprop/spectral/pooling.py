@@ -1,0 +1,246 @@
+r"""Log-covariance (second-order, O2P) pooling: the DeepO2P layer (SPEC §3).
+
+For features f_p ∈ ℝᵈ at positions p with weights w_p ≥ 0 (a region mask)::
+
+    C = Σ_p w_p f_p f_pᵀ / Σ_p w_p + ε I  =  FᵀF + ε I,    F = diag(√(w/Σw)) [f_1 … f_N]ᵀ  (N × d)
+    Y = log C
+
+Two exact routes, chosen automatically:
+
+- **eig** (N ≥ d): Y = sym_logm(C), Daleckii–Krein backward on the d × d matrix.
+- **gram** (N < d, e.g. AlexNet conv5: N = 13·13 = 169 < d = 256): C has rank ≤ N above ε,
+  so with the N × N Gram matrix A = F Fᵀ = V Λ Vᵀ::
+
+      log C = log ε · I + Fᵀ h(A) F,    h(A) = V g(Λ) Vᵀ,   g(λ) = log(1 + λ/ε) / λ   (g(0) = 1/ε)
+
+  an identity, not an approximation (the SVD-of-features route of the paper, rewritten so
+  that nothing is divided by a singular value). Backward, with Ḡ = sym(G)::
+
+      ∂L/∂F = 2 h(A) F Ḡ + 2 (∂L/∂A) F,   ∂L/∂A = V (Φ ∘ Vᵀ (F Ḡ Fᵀ) V) Vᵀ
+
+  where Φ holds the divided differences of the analytic g, computed without cancellation
+  (:func:`dd_log1p_ratio`). Exact at ties (zero rows from the mask, the ≥ d − N eigenvalues
+  at ε) and O(N²d + Nd² + N³) instead of O(d³).
+
+The spectral work runs in ``compute_dtype`` (float64 by default: the ε-regularised spectrum
+spans ~8 orders of magnitude) and the result is cast back to the input dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ._common import check_float, no_tf32, sym
+from .matfun import sym_logm
+
+# ----------------------------------------------------------------------------- g(λ) = log1p(λ/ε)/λ
+
+
+def log1p_ratio(x: Tensor) -> Tensor:
+    """φ(x) = log(1 + x)/x for x ≥ 0, with φ(0) = 1."""
+    safe = torch.where(x == 0, torch.ones_like(x), x)
+    return torch.where(x == 0, torch.ones_like(x), torch.log1p(safe) / safe)
+
+
+def _dd_log1p_ratio_near(s: Tensor, t: Tensor) -> Tensor:
+    """φ[s, t] for 0 ≤ s ≤ t ≤ 2s or t tiny (series / rearranged quotient), elementwise."""
+    small = 1e-3 if s.dtype == torch.float64 else 3e-2
+    # both tiny: Taylor series Σ_{n≥1} (−1)ⁿ h_{n−1}(s, t)/(n + 1), five terms
+    h1 = s + t
+    h2 = s * s + s * t + t * t
+    h3 = h2 * t + s**3  # s³ + s²t + st² + t³
+    h4 = h3 * t + s**4
+    series = -0.5 + h1 / 3.0 - h2 / 4.0 + h3 / 5.0 - h4 / 6.0
+    # close: with r = (s − t)/(1 + t), φ[s, t] = (t/(1 + t) · log1p(r)/r − log1p(t)) / (s t)
+    t_safe = torch.where(t < small, torch.ones_like(t), t)
+    s_safe = torch.where(t < small, torch.ones_like(s), s)
+    r = (s_safe - t_safe) / (1.0 + t_safe)
+    r_safe = torch.where(r == 0, torch.ones_like(r), r)
+    psi = torch.where(r == 0, torch.ones_like(r), torch.log1p(r_safe) / r_safe)
+    close = (t_safe / (1.0 + t_safe) * psi - torch.log1p(t_safe)) / (s_safe * t_safe)
+    return torch.where(t < small, series, close)
+
+
+def dd_log1p_ratio(x: Tensor, y: Tensor) -> Tensor:
+    r"""Divided difference φ[x, y] = (φ(x) − φ(y)) / (x − y) of φ(x) = log1p(x)/x, for x, y ≥ 0.
+
+    Cancellation-free in three regimes (φ′ on the diagonal), with t = max(x, y), s = min(x, y):
+
+    - t tiny (< 1e-3 in float64): the Taylor series Σ_{n≥1} (−1)ⁿ h_{n−1}(s, t)/(n + 1)
+      (h = complete homogeneous polynomials), five terms;
+    - far, (t − s) > t/2: the plain quotient of φ values (no cancellation);
+    - close: φ[s, t] = (t/(1 + t) · log1p(r)/r − log1p(t)) / (s t),  r = (s − t)/(1 + t),
+      since y log1p(x) − x log1p(y) = y log1p(r) − (x − y) log1p(y).
+
+    The expensive regimes are evaluated only where needed, so an (N, N) table from two
+    broadcast (N, 1) / (1, N) vectors costs O(N) logarithms plus the near pairs.
+    """
+    small = 1e-3 if x.dtype == torch.float64 else 3e-2
+    diff = x - y  # broadcast
+    out = (log1p_ratio(x) - log1p_ratio(y)) / torch.where(diff == 0, torch.ones_like(diff), diff)
+    x, y = torch.broadcast_tensors(x, y)
+    t, s = torch.maximum(x, y), torch.minimum(x, y)
+    near = (diff.abs() <= 0.5 * t) | (t < small)
+    out[near] = _dd_log1p_ratio_near(s[near], t[near])
+    return out
+
+
+class _LogGramPlusEps(torch.autograd.Function):
+    """Y = log(FᵀF + εI) via the N × N Gram matrix (N < d). F: (B, N, d) -> Y: (B, d, d)."""
+
+    @staticmethod
+    def forward(ctx, f: Tensor, eps: float):
+        a = f @ f.mT  # (B, N, N)
+        lam, v = torch.linalg.eigh(a)  # (B, N), (B, N, N)
+        lam = lam.clamp_min(0)  # A is PSD; eigh noise can dip below 0
+        g = log1p_ratio(lam / eps) / eps  # (B, N)
+        hf = (v * g.unsqueeze(-2)) @ (v.mT @ f)  # h(A) F  (B, N, d)
+        y = f.mT @ hf  # (B, d, d)
+        y = sym(y) + math.log(eps) * torch.eye(f.shape[-1], dtype=f.dtype, device=f.device)
+        ctx.eps = eps
+        ctx.save_for_backward(f, lam, v, hf)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        f, lam, v, hf = ctx.saved_tensors
+        eps = ctx.eps
+        with no_tf32():
+            gbar = sym(gy)  # (B, d, d)
+            fg = f @ gbar  # F Ḡ  (B, N, d)
+            gh = fg @ f.mT  # F Ḡ Fᵀ  (B, N, N)
+            x = lam / eps
+            phi = dd_log1p_ratio(x.unsqueeze(-1), x.unsqueeze(-2)) / (eps * eps)  # g[λi, λj]
+            ga = v @ (phi * (v.mT @ gh @ v)) @ v.mT  # ∂L/∂A  (B, N, N)
+            gf = 2.0 * (hf @ gbar + sym(ga) @ f)  # (B, N, d)
+        return gf, None
+
+
+def _features_matrix(x: Tensor, mask: Tensor | None, centered: bool, dtype: torch.dtype) -> Tensor:
+    """F = diag(√(w/Σw)) (features − mean) as (B, N, d) in `dtype` (autograd flows to x)."""
+    b, d, h, w = x.shape
+    feats = x.flatten(2).mT.to(dtype)  # (B, N, d)
+    if mask is None:
+        wts = torch.full((b, h * w), 1.0 / (h * w), dtype=dtype, device=x.device)
+    else:
+        m = mask.detach().reshape(b, h * w).to(dtype)
+        wts = m / m.sum(-1, keepdim=True)
+    if centered:
+        feats = feats - (wts.unsqueeze(-1) * feats).sum(1, keepdim=True)
+    return wts.sqrt().unsqueeze(-1) * feats
+
+
+def _check_pool_inputs(x: Tensor, mask: Tensor | None, eps: float) -> None:
+    if not isinstance(x, Tensor) or x.ndim != 4:
+        raise ValueError(f"log_cov_pool: x must be (B, d, H, W), got {getattr(x, 'shape', x)}")
+    check_float(x, "log_cov_pool: x")
+    if not eps > 0:
+        raise ValueError(f"log_cov_pool: eps must be > 0, got {eps}")
+    if mask is None:
+        return
+    b, _, h, w = x.shape
+    if mask.shape != (b, h, w):
+        raise ValueError(
+            f"log_cov_pool: mask must be (B, H, W) = {(b, h, w)}, got {tuple(mask.shape)}"
+        )
+    if not bool(torch.isfinite(mask).all()) or bool((mask < 0).any()):
+        raise ValueError("log_cov_pool: mask must hold finite non-negative weights")
+    empty = mask.reshape(b, -1).sum(-1) <= 0
+    if bool(empty.any()):
+        raise ValueError(
+            f"log_cov_pool: mask has zero total weight for batch items {empty.nonzero().flatten().tolist()}"
+        )
+
+
+def log_cov_pool(
+    x: Tensor,
+    mask: Tensor | None = None,
+    eps: float = 1e-3,
+    centered: bool = False,
+    compute_dtype: torch.dtype | None = torch.float64,
+    method: str = "auto",
+) -> Tensor:
+    r"""Log-covariance pooling log(Σ_p w_p f_p f_pᵀ / Σ_p w_p + εI) of a feature map.
+
+    .. math::
+        C = \frac{\sum_p w_p f_p f_pᵀ}{\sum_p w_p} + εI, \qquad Y = \log C
+
+    Uncentred second moment as in O2P "average pooling"; ``centered=True`` subtracts the
+    (weighted) mean first. Gradients are exact (Daleckii–Krein), including at the ≥ d − N
+    eigenvalues tied at ε; the mask is treated as a constant (no gradient).
+
+    Args:
+        x: feature map, e.g. conv5 + ReLU.
+        mask: optional non-negative weights per position (a region mask at feature resolution);
+            each item must have positive total weight.
+        eps: ridge ε > 0.
+        centered: subtract the weighted mean.
+        compute_dtype: dtype of the spectral computation (None: the input dtype).
+        method: ``"auto"`` (gram when H·W < d), ``"gram"`` or ``"eig"``.
+
+    Shape:
+        x (B, d, H, W), mask (B, H, W) -> (B, d, d), dtype of x.
+
+    Example:
+        >>> x = torch.relu(torch.randn(2, 8, 3, 3))
+        >>> log_cov_pool(x).shape
+        torch.Size([2, 8, 8])
+    """
+    _check_pool_inputs(x, mask, eps)
+    dtype = compute_dtype or x.dtype
+    f = _features_matrix(x, mask, centered, dtype)  # (B, N, d)
+    n, d = f.shape[-2:]
+    if method == "auto":
+        method = "gram" if n < d else "eig"
+    if method == "gram":
+        y = _LogGramPlusEps.apply(f, float(eps))
+    elif method == "eig":
+        c = f.mT @ f + eps * torch.eye(d, dtype=dtype, device=x.device)  # (B, d, d)
+        y = sym_logm(sym(c), validate=False)
+    else:
+        raise ValueError(f"log_cov_pool: method must be 'auto', 'gram' or 'eig', got {method!r}")
+    return y.to(x.dtype)
+
+
+def triu_vec(y: Tensor) -> Tensor:
+    """Upper triangle of symmetric matrices with off-diagonals × √2 (keeps the Frobenius norm).
+
+    Shape: y (..., d, d) -> (..., d(d+1)/2).
+    """
+    if y.ndim < 2 or y.shape[-1] != y.shape[-2]:
+        raise ValueError(f"triu_vec: expected (..., d, d), got {tuple(y.shape)}")
+    d = y.shape[-1]
+    i, j = torch.triu_indices(d, d, device=y.device)
+    scale = torch.where(i == j, 1.0, math.sqrt(2.0)).to(y.dtype)
+    return y[..., i, j] * scale
+
+
+class LogCovPool(nn.Module):
+    """Module form of :func:`log_cov_pool` (no parameters).
+
+    Shape: x (B, d, H, W), mask (B, H, W) -> (B, d, d).
+    """
+
+    def __init__(
+        self,
+        eps: float = 1e-3,
+        centered: bool = False,
+        compute_dtype: torch.dtype | None = torch.float64,
+        method: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.eps, self.centered, self.compute_dtype, self.method = (
+            eps,
+            centered,
+            compute_dtype,
+            method,
+        )
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return log_cov_pool(x, mask, self.eps, self.centered, self.compute_dtype, self.method)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}, centered={self.centered}, compute_dtype={self.compute_dtype}"
