@@ -7,6 +7,7 @@ d = W 1 + ε = F (Fᵀ 1) + ε, Z = D^{-1/2} F. Ground truth E (m × k one-hot),
     J = ½ ‖Π_Z − Π_T‖²_F = ½ (rank Z + rank T) − ⟨Π_Z, Π_T⟩,   ⟨Π_Z, Π_T⟩ = ‖Q_Zᵀ Q_T‖²_F
 
 ⟨Π_Z, Π_T⟩ = tr(Mᵀ (ZᵀZ)⁺ M) with M = Zᵀ Q_T (d × k): one d × d eigendecomposition per item.
+ZᵀZ, ZᵀQ_T and Z P M are accumulated in float64 block-wise (P has entries up to 1/σ_min²).
 Its backward is the projector formula (SPEC §2) with S = Q_T Q_Tᵀ, evaluated right to left::
 
     ∂/∂Z = 2 (I − Π_Z) Q_T Q_Tᵀ (Z⁺)ᵀ = 2 (Q_T − Z P M)(P M)ᵀ,   ∂/∂Q_T = 2 Z P M,   P = (ZᵀZ)⁺
@@ -18,44 +19,59 @@ Z is numerical (eigenvalues of ZᵀZ above ``rtol · λ_max``) and is returned f
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
 from ._common import check_float, no_tf32
 
+_CHUNK = 16384  # rows per float64 block: extra memory O(chunk · d), not O(m · d)
 
-def _gram_pinv(z: Tensor, rtol: float | None) -> tuple[Tensor, Tensor]:
-    """P = (ZᵀZ)⁺ (B, d, d) in float64 and the numerical rank (B,) of Z."""
-    a = (z.mT @ z).double()  # (B, d, d)
-    lam, v = torch.linalg.eigh(a)  # ascending
-    if rtol is None:
-        rtol = max(z.shape[-2], z.shape[-1]) * torch.finfo(z.dtype).eps
-    keep = lam > rtol * lam[..., -1:].clamp_min(0)
-    inv = torch.where(keep, 1.0 / torch.where(keep, lam, 1.0), 0.0)
-    return (v * inv.unsqueeze(-2)) @ v.mT, keep.sum(-1)
+
+def _chunks(m: int):
+    return [slice(i, min(i + _CHUNK, m)) for i in range(0, m, _CHUNK)]
 
 
 class _ProjectorAlignment(torch.autograd.Function):
-    """c = ⟨Π_Z, Q Qᵀ⟩ = tr(Qᵀ Π_Z Q) for Z (B, m, d), Q (B, m, k) -> (B,)."""
+    """c = ⟨Π_Z, Q Qᵀ⟩ = tr(Qᵀ Π_Z Q) for Z (B, m, d), Q (B, m, k) -> (B,), plus rank Z.
+
+    All products with Z are accumulated in float64, block by block over the m rows: P = (ZᵀZ)⁺
+    has entries up to 1/σ_min², which would amplify float32 rounding in ZᵀQ and Z P M.
+    """
 
     @staticmethod
     def forward(ctx, z: Tensor, q: Tensor, rtol: float | None):
-        p64, rank = _gram_pinv(z, rtol)
-        m_zq = z.mT @ q  # M = Zᵀ Q  (B, d, k)
-        pm = (p64 @ m_zq.double()).to(z.dtype)  # P M  (B, d, k)
-        c = (m_zq * pm).sum((-2, -1))  # tr(Mᵀ P M)
+        b, m, d = z.shape
+        k = q.shape[-1]
+        gram = z.new_zeros(b, d, d, dtype=torch.float64)
+        mzq = z.new_zeros(b, d, k, dtype=torch.float64)  # M = Zᵀ Q
+        for sl in _chunks(m):
+            zc, qc = z[:, sl].double(), q[:, sl].double()
+            gram += zc.mT @ zc
+            mzq += zc.mT @ qc
+        lam, v = torch.linalg.eigh(gram)  # ascending (B, d), (B, d, d)
+        if rtol is None:
+            rtol = max(m, d) * torch.finfo(torch.float64).eps
+        keep = lam > rtol * lam[..., -1:].clamp_min(0)  # numerical rank of Z
+        inv = torch.where(keep, 1.0 / torch.where(keep, lam, 1.0), 0.0)
+        pm = (v * inv.unsqueeze(-2)) @ (v.mT @ mzq)  # P M  (B, d, k)
+        c = (mzq * pm).sum((-2, -1))  # tr(Mᵀ P M)
+        rank = keep.sum(-1)
         ctx.save_for_backward(z, q, pm)
         ctx.mark_non_differentiable(rank)
-        return c, rank
+        return c.to(z.dtype), rank
 
     @staticmethod
     def backward(ctx, gc: Tensor, _grank):
         z, q, pm = ctx.saved_tensors
+        gc = gc.double()[:, None, None]
+        gz, gq = torch.empty_like(z), torch.empty_like(q)
         with no_tf32():
-            pi_q = z @ pm  # Π_Z Q = Z P M  (B, m, k)
-            gc = gc[:, None, None]
-            gz = 2.0 * gc * ((q - pi_q) @ pm.mT)  # (B, m, d)
-            gq = 2.0 * gc * pi_q
+            for sl in _chunks(z.shape[1]):
+                pi_q = z[:, sl].double() @ pm  # Π_Z Q = Z P M
+                gz[:, sl] = 2.0 * gc * ((q[:, sl].double() - pi_q) @ pm.mT)
+                gq[:, sl] = 2.0 * gc * pi_q
         return gz, gq, None
 
 
@@ -64,9 +80,21 @@ def _check_ncut_inputs(features: Tensor, labels: Tensor) -> None:
         raise ValueError(
             f"ncut_alignment_loss: features must be (B, m, d), got {getattr(features, 'shape', features)}"
         )
-    check_float(features, "ncut_alignment_loss: features")
-    if bool((features < 0).any()):
-        raise ValueError("ncut_alignment_loss: features must be non-negative (e.g. ReLU outputs)")
+    if features.dtype not in (torch.float32, torch.float64):
+        raise ValueError(
+            f"ncut_alignment_loss: features: expected float32 or float64, got {features.dtype}"
+        )
+    if features.numel():
+        lo, hi = torch.aminmax(features.detach())  # one pass: NaN propagates, ±inf shows up here
+        lo, hi = float(lo), float(hi)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(
+                "ncut_alignment_loss: features: input contains non-finite values (NaN or Inf)"
+            )
+        if lo < 0:
+            raise ValueError(
+                "ncut_alignment_loss: features must be non-negative (e.g. ReLU outputs)"
+            )
     if not isinstance(labels, Tensor) or labels.shape != features.shape[:2]:
         raise ValueError(
             f"ncut_alignment_loss: labels must be (B, m) = {tuple(features.shape[:2])}, "
@@ -102,7 +130,8 @@ def ncut_alignment_loss(
             (any negative label) take no part (their features are zeroed). Empty labels are ignored.
         eps: added to the degrees (keeps D invertible for dead pixels).
         num_classes: k (default: max label + 1 over the batch).
-        rtol: relative rank tolerance on the eigenvalues of ZᵀZ (default ``max(m, d) · eps``).
+        rtol: relative rank tolerance on the eigenvalues of ZᵀZ, computed in float64
+            (default ``max(m, d) · eps(float64)``).
         return_rank: also return the numerical rank of Z (the paper monitors it).
 
     Shape:
@@ -115,7 +144,9 @@ def ncut_alignment_loss(
     valid = labels >= 0  # (B, m)
     if ignore_index >= 0:
         valid = valid & (labels != ignore_index)
-    f = features * valid.unsqueeze(-1).to(features.dtype)  # (B, m, d)
+    f = features
+    if not bool(valid.all()):
+        f = features * valid.unsqueeze(-1).to(features.dtype)  # ignored pixels drop out  (B, m, d)
     k = int(labels.max().clamp_min(0)) + 1 if num_classes is None else int(num_classes)
     onehot = torch.zeros(*labels.shape, k, dtype=f.dtype, device=f.device)  # E (B, m, k)
     onehot.scatter_(-1, labels.clamp(0, k - 1).unsqueeze(-1), valid.unsqueeze(-1).to(f.dtype))
