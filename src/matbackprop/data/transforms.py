@@ -1,0 +1,144 @@
+"""Region-crop transforms for MSCOCO region classification (SPEC §4), as small pure functions.
+
+One region becomes an AlexNet-sized input in five steps, applied identically to the image and
+to the instance mask so that the two stay pixel-aligned:
+
+1. ``crop_resize``: resample the (float) bounding box so that its largest side is ``max_side``;
+2. ``normalize``: ImageNet mean/std, so the mean colour maps to 0;
+3. ``paste``: place the patch on a zero (= mean colour) ``crop_size`` canvas at an offset
+   (``centered_offset`` + a random jitter when training; parts pushed past the edge are cut);
+4. ``hflip`` (training only);
+5. ``mean_fill`` (optional, SDS-style) and ``area_downsample`` of the canvas mask to the
+   pooling grid (fraction of each cell covered by the instance).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resized_size(box_w: float, box_h: float, max_side: int) -> tuple[int, int]:
+    """Size ``(w, h)`` of a ``box_w x box_h`` box scaled so that its largest side is ``max_side``.
+
+    The short side is rounded and kept at least 1 pixel.
+    """
+    if box_w <= 0 or box_h <= 0:
+        raise ValueError(f"box size must be positive, got w={box_w}, h={box_h}")
+    if max_side < 1:
+        raise ValueError(f"max_side must be >= 1, got {max_side}")
+    scale = max_side / max(box_w, box_h)
+    return max(1, round(box_w * scale)), max(1, round(box_h * scale))
+
+
+def crop_resize(
+    array: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int]
+) -> np.ndarray:
+    """Bilinearly resample the float box ``(x0, y0, x1, y1)`` of an image or mask to ``size``.
+
+    Uses PIL's ``resize(box=...)``, so sub-pixel box corners are honoured exactly (no rounding
+    of the crop) and downscaling is antialiased. A mask is resampled as float, so edge pixels
+    get their fractional coverage.
+
+    Args:
+        array: ``uint8`` RGB image or a 2-D mask (any numeric type; resampled as float32).
+        box: crop box in pixel-corner coordinates, inside the array.
+        size: output ``(w, h)``.
+
+    Shape:
+        array ``(H, W, 3)`` uint8 -> ``(h, w, 3)`` uint8; array ``(H, W)`` -> ``(h, w)`` float32.
+    """
+    if array.ndim == 3:
+        pil = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8), mode="RGB")
+        return np.asarray(pil.resize(size, Image.BILINEAR, box=box))
+    pil = Image.fromarray(np.ascontiguousarray(array, dtype=np.float32), mode="F")
+    return np.asarray(pil.resize(size, Image.BILINEAR, box=box), dtype=np.float32)
+
+
+def normalize(rgb: np.ndarray) -> np.ndarray:
+    """ImageNet normalisation of a ``uint8`` RGB array, channels first.
+
+    Shape:
+        rgb ``(h, w, 3)`` uint8 -> ``(3, h, w)`` float32.
+    """
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
+    std = np.asarray(IMAGENET_STD, dtype=np.float32)
+    x = (rgb.astype(np.float32) / 255.0 - mean) / std  # (h, w, 3)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def centered_offset(canvas_size: int, size: tuple[int, int]) -> tuple[int, int]:
+    """Top-left ``(x, y)`` offset that centres a ``size = (w, h)`` patch on a square canvas."""
+    w, h = size
+    return (canvas_size - w) // 2, (canvas_size - h) // 2
+
+
+def paste(patch: np.ndarray, canvas_size: int, offset: tuple[int, int]) -> np.ndarray:
+    """Place ``patch`` on a zero canvas with its top-left corner at ``offset = (x, y)``.
+
+    The offset may be negative or push the patch past the far edge: what falls outside the
+    canvas is cut off.
+
+    Shape:
+        patch ``(C, h, w)`` -> ``(C, canvas_size, canvas_size)``, same dtype.
+    """
+    c, h, w = patch.shape
+    out = np.zeros((c, canvas_size, canvas_size), dtype=patch.dtype)
+    ox, oy = offset
+    x0, y0 = max(ox, 0), max(oy, 0)
+    x1, y1 = min(ox + w, canvas_size), min(oy + h, canvas_size)
+    if x1 > x0 and y1 > y0:
+        out[:, y0:y1, x0:x1] = patch[:, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+    return out
+
+
+def hflip(x: np.ndarray) -> np.ndarray:
+    """Mirror the last (width) axis. Shape: ``(..., H, W)`` -> same."""
+    return np.ascontiguousarray(x[..., ::-1])
+
+
+def mean_fill(image: np.ndarray, mask: np.ndarray, fill: float | np.ndarray = 0.0) -> np.ndarray:
+    """Blend ``image`` towards ``fill`` outside the (soft) instance mask: ``m*x + (1-m)*fill``.
+
+    On a normalised image the dataset mean colour is ``fill = 0``.
+
+    Shape:
+        image ``(C, H, W)``, mask ``(H, W)`` in [0, 1], fill scalar or ``(C,)`` -> ``(C, H, W)``.
+    """
+    fill = np.asarray(fill, dtype=image.dtype).reshape(-1, 1, 1)
+    m = mask[None].astype(image.dtype)  # (1, H, W)
+    return m * image + (1 - m) * fill
+
+
+def area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Area-averaging operator: row ``i`` averages input pixels over output cell ``i``.
+
+    Cell ``i`` spans ``[i * n_in / n_out, (i + 1) * n_in / n_out)`` in input pixels; each input
+    pixel ``[p, p + 1)`` contributes its overlap length. Rows sum to 1.
+
+    Shape:
+        ``(n_out, n_in)`` float64.
+    """
+    cell = n_in / n_out
+    edges = np.arange(n_out + 1) * cell  # (n_out + 1,)
+    pix = np.arange(n_in)  # (n_in,)
+    lo = np.maximum(edges[:-1, None], pix[None, :])  # (n_out, n_in)
+    hi = np.minimum(edges[1:, None], pix[None, :] + 1)
+    return np.clip(hi - lo, 0.0, None) / cell
+
+
+def area_downsample(mask: np.ndarray, out_size: int | tuple[int, int]) -> np.ndarray:
+    """Exact area average of a mask onto a coarser grid (fraction of each cell covered).
+
+    Works for non-integer ratios (227 -> 13): ``A_h @ mask @ A_wᵀ`` with ``area_matrix``.
+
+    Shape:
+        mask ``(H, W)`` -> ``(out_h, out_w)`` float32.
+    """
+    oh, ow = (out_size, out_size) if isinstance(out_size, int) else out_size
+    h, w = mask.shape
+    a_h, a_w = area_matrix(h, oh), area_matrix(w, ow)  # (oh, H), (ow, W)
+    return (a_h @ mask.astype(np.float64) @ a_w.T).astype(np.float32)
