@@ -109,7 +109,9 @@ def test_generic_sym_matfun_matches_builtin_and_handles_ties():
 def test_divided_differences_are_cancellation_free(dd, f, dtype):
     """Against 50-digit arithmetic, at exact ties, near ties and large gaps."""
     mpmath.mp.dps = 50
-    vals = [1e-6, 1e-3, 1e-3 * (1 + 1e-9), 0.5, 1.0, 1 + 1e-12, 1 + 1e-6, 1.001, 2.0, 30.0]
+    # pairs inside every regime, including just below the series switch points
+    vals = [1e-6, 1e-3, 1e-3 * (1 + 1e-9), 0.5, 1.0, 1 + 1e-12, 1 + 1e-6, 1 + 1.9e-4, 1.001]
+    vals += [1.005, 2.0, 30.0]
     worst = 0.0
     for a, b in itertools.product(vals, vals):
         ta, tb = torch.tensor(a, dtype=dtype), torch.tensor(b, dtype=dtype)
