@@ -1,0 +1,127 @@
+"""What a run folder holds besides checkpoints: ``metrics.csv``, ``config.yaml``, tables.
+
+``metrics.csv`` has one row per epoch and one header. It is rewritten atomically on every
+append (it is small), so a run killed at any point leaves a well-formed file, and a resumed
+run first drops the rows of epochs it is about to redo (no duplicates).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a CSV file as dicts (empty list if the file does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """Write rows (missing values empty) under one header, atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, buf.getvalue())
+
+
+def append_metrics(path: str | Path, row: Mapping[str, Any]) -> None:
+    """Append one epoch's row; a row with new keys widens the header (old rows get blanks)."""
+    rows = read_csv(path)
+    columns = list(rows[0].keys()) if rows else []
+    columns += [k for k in row if k not in columns]
+    write_csv(path, [*rows, {k: _fmt(v) for k, v in row.items()}], columns)
+
+
+def truncate_metrics(path: str | Path, before_epoch: int) -> None:
+    """Keep only rows with ``epoch < before_epoch`` (used when resuming)."""
+    rows = read_csv(path)
+    if not rows:
+        return
+    kept = [r for r in rows if int(r["epoch"]) < before_epoch]
+    if len(kept) != len(rows):
+        write_csv(path, kept, list(rows[0].keys()))
+
+
+def _fmt(v: Any) -> Any:
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+def save_config(cfg: DictConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+# Keys that may change between a run and its resumption (where the data lives, how long to
+# train, how to log, which device). Everything else must match the checkpoint.
+RESUMABLE_KEYS = (
+    "run_name",
+    "run_dir",
+    "output_root",
+    "trainer.epochs",
+    "trainer.workers",
+    "trainer.device",
+    "trainer.log_every",
+    "trainer.eval_every",
+    "trainer.eval_batch_size",
+    "trainer.save_best",
+    "data.root",
+    "logger",
+    "paper",
+    "eval",
+)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> ``{"a.b.c": value}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def fingerprint(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The flattened config minus :data:`RESUMABLE_KEYS`: what a checkpoint must agree with."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    flat = flatten(cfg)
+    return {
+        k: v
+        for k, v in flat.items()
+        if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)
+    }
+
+
+def fingerprint_diff(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """Human-readable differences ``key: saved != now`` (sorted)."""
+    keys = sorted(set(saved) | set(now))
+    missing = "<absent>"
+    return [
+        f"{k}: {saved.get(k, missing)!r} (run folder) != {now.get(k, missing)!r} (now)"
+        for k in keys
+        if saved.get(k, missing) != now.get(k, missing)
+    ]

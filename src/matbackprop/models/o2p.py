@@ -1,0 +1,232 @@
+"""DeepO2P region classifiers (SPEC §3) and the first-order baselines they are compared with.
+
+    DeepO2P      trunk -> log(Fᵀ M F / Σm + εI) -> triu_vec -> [norm] -> [dropout] -> linear
+    DeepO2P-FC   trunk -> log-cov -> triu_vec -> [norm] -> fc6 -> fc7 -> linear   (AlexNet topology)
+    AlexNet      the standard torchvision net with a new last layer (tiny trunk: global avg + linear)
+    AvgPool      trunk -> masked average pooling -> [norm] -> [dropout] -> linear   (first order)
+
+Every model takes ``(images, mask)``; ``mask`` is the region's coverage map at any resolution,
+resized here to the trunk's feature grid. Every model lists the parameter-name prefixes that
+hold ImageNet weights in ``pretrained_prefixes`` (used by ``build.param_groups``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor
+
+from matbackprop.models.backbones import Trunk
+from matbackprop.spectral import LogCovPool, triu_vec
+
+HEAD_NORMS = ("none", "batchnorm")
+
+
+def resize_mask(mask: Tensor | None, size: tuple[int, int]) -> Tensor | None:
+    """Resize region masks to the feature grid; an all-zero mask becomes uniform.
+
+    Downsampling averages the coverage over each output cell (``adaptive_avg_pool2d``: exact
+    block means for integer ratios); upsampling is bilinear.
+
+    Shape: mask (B, h, w) -> (B, H, W) with ``(H, W) = size``; ``None`` passes through.
+    """
+    if mask is None:
+        return None
+    if mask.ndim != 3:
+        raise ValueError(f"mask must be (B, h, w), got shape {tuple(mask.shape)}")
+    mask = mask.float()
+    (h, w), (H, W) = mask.shape[-2:], size
+    if (h, w) != (H, W):
+        if h >= H and w >= W:  # coarser grid: average coverage over each cell
+            mask = F.adaptive_avg_pool2d(mask[:, None], (H, W))[:, 0]
+        else:  # finer grid (e.g. 13 -> 14 for VGG): interpolate
+            mask = F.interpolate(mask[:, None], size=(H, W), mode="bilinear")[:, 0]
+        mask = mask.clamp_min(0)  # (B, H, W)
+    empty = mask.sum(dim=(1, 2), keepdim=True) <= 1e-6  # (B, 1, 1) degenerate regions
+    return torch.where(empty, torch.ones_like(mask), mask)
+
+
+def masked_avg_pool(x: Tensor, mask: Tensor | None) -> Tensor:
+    """First-order pooling ``Σ m_p f_p / Σ m_p`` (plain mean without a mask).
+
+    Shape: x (B, d, H, W), mask (B, H, W) or None -> (B, d).
+    """
+    if mask is None:
+        return x.mean(dim=(2, 3))
+    w = mask.to(x.dtype)[:, None]  # (B, 1, H, W)
+    return (x * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3)).clamp_min(1e-12)
+
+
+def _norm(kind: str, dim: int) -> nn.Module:
+    if kind == "none":
+        return nn.Identity()
+    if kind == "batchnorm":
+        return nn.BatchNorm1d(dim)
+    raise ValueError(f"unknown model.head_norm {kind!r}; expected one of {HEAD_NORMS}")
+
+
+def _new_classifier(dim: int, num_classes: int) -> nn.Linear:
+    layer = nn.Linear(dim, num_classes)
+    nn.init.normal_(layer.weight, 0.0, 0.01)  # as torchvision's AlexNet classifier
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class DeepO2P(nn.Module):
+    """Trunk -> masked log-covariance pooling -> upper triangle -> linear classifier.
+
+    Args:
+        trunk: feature extractor (``Trunk.out_channels`` = d).
+        num_classes: K.
+        eps: ε added to the covariance before the log (SPEC §3: 1e-3).
+        centered: subtract the (masked) mean before the second moment.
+        pool_dtype: precision of the structured layer (float64 as in the paper, or float32).
+        use_mask: pool with the region mask (else over the whole crop).
+        head_norm: ``none`` | ``batchnorm`` on the d(d+1)/2 descriptor.
+        dropout: dropout on the descriptor before the classifier (before fc6 and fc7 with
+            ``fc_dim``).
+        fc_dim: ``None`` for a linear classifier on the descriptor; else the width of an
+            fc6 -> fc7 stack (ReLU, dropout before each, AlexNet topology) before it.
+
+    Shape:
+        images (B, 3, S, S), mask (B, h, w) or None -> logits (B, K).
+    """
+
+    def __init__(
+        self,
+        trunk: Trunk,
+        num_classes: int,
+        eps: float = 1e-3,
+        centered: bool = False,
+        pool_dtype: torch.dtype = torch.float64,
+        use_mask: bool = True,
+        head_norm: str = "none",
+        dropout: float = 0.0,
+        fc_dim: int | None = None,
+    ):
+        super().__init__()
+        d = trunk.out_channels
+        self.trunk = trunk.module
+        self.pool = LogCovPool(eps=eps, centered=centered, compute_dtype=pool_dtype)
+        self.use_mask = use_mask
+        self.feature_dim = d * (d + 1) // 2
+        self.norm = _norm(head_norm, self.feature_dim)
+        if fc_dim is None:
+            self.head = nn.Dropout(dropout)
+        else:
+            self.head = nn.Sequential(
+                nn.Dropout(dropout),
+                nn.Linear(self.feature_dim, fc_dim),  # fc6
+                nn.ReLU(inplace=True),
+                nn.Dropout(dropout),
+                nn.Linear(fc_dim, fc_dim),  # fc7
+                nn.ReLU(inplace=True),
+            )
+        self.classifier = _new_classifier(fc_dim or self.feature_dim, num_classes)
+        self.pretrained_prefixes: tuple[str, ...] = ("trunk.",) if trunk.pretrained else ()
+
+    def pooled(self, images: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The log-covariance matrices, Shape: (B, 3, S, S), (B, h, w) -> (B, d, d)."""
+        x = self.trunk(images)  # (B, d, H, W)
+        m = resize_mask(mask, x.shape[-2:]) if self.use_mask else None
+        return self.pool(x, m)  # (B, d, d), dtype of x
+
+    def forward(self, images: Tensor, mask: Tensor | None = None) -> Tensor:
+        z = triu_vec(self.pooled(images, mask))  # (B, d(d+1)/2)
+        return self.classifier(self.head(self.norm(z)))  # (B, K)
+
+
+class DeepO2PFC(DeepO2P):
+    """DeepO2P with AlexNet's fully connected stack (fc6 -> fc7, width ``fc_dim``) before the
+    classifier.
+
+    fc6/fc7 are newly initialised: fc6's input is the d(d+1)/2 descriptor, so ImageNet's fc6
+    does not fit, and ImageNet's fc7 expects ImageNet's fc6 features.
+
+    Shape:
+        images (B, 3, S, S), mask (B, h, w) or None -> logits (B, K).
+    """
+
+    def __init__(self, trunk: Trunk, num_classes: int, fc_dim: int = 4096, **kwargs):
+        super().__init__(trunk, num_classes, fc_dim=fc_dim, **kwargs)
+
+
+class AvgPoolClassifier(nn.Module):
+    """First-order baseline: trunk -> masked average pooling -> [norm] -> [dropout] -> linear.
+
+    Shape:
+        images (B, 3, S, S), mask (B, h, w) or None -> logits (B, K).
+    """
+
+    def __init__(
+        self,
+        trunk: Trunk,
+        num_classes: int,
+        use_mask: bool = True,
+        head_norm: str = "none",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.trunk = trunk.module
+        self.use_mask = use_mask
+        self.norm = _norm(head_norm, trunk.out_channels)
+        self.head = nn.Dropout(dropout)
+        self.classifier = _new_classifier(trunk.out_channels, num_classes)
+        self.pretrained_prefixes: tuple[str, ...] = ("trunk.",) if trunk.pretrained else ()
+
+    def forward(self, images: Tensor, mask: Tensor | None = None) -> Tensor:
+        x = self.trunk(images)  # (B, d, H, W)
+        m = resize_mask(mask, x.shape[-2:]) if self.use_mask else None
+        return self.classifier(self.head(self.norm(masked_avg_pool(x, m))))  # (B, K)
+
+
+class AlexNetClassifier(nn.Module):
+    """The standard network with a new K-way last layer (the Table 1 ``AlexNet`` baseline).
+
+    ``trunk='alexnet'`` / ``'vgg16'``: the full torchvision net (conv + fc6 + fc7 pretrained when
+    asked), ``classifier[6]`` replaced. ``trunk='tiny'``: tiny trunk -> global average -> linear.
+    The mask is ignored (the standard net sees the crop only; use ``data.mean_fill`` for SDS-style
+    masking).
+
+    Shape:
+        images (B, 3, S, S) -> logits (B, K).
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        num_classes: int,
+        pretrained: bool = False,
+        dropout: float = 0.5,
+        tiny: Trunk | None = None,
+    ):
+        super().__init__()
+        if arch == "tiny":
+            if tiny is None:
+                raise ValueError("AlexNetClassifier(arch='tiny') needs the tiny trunk")
+            self.net = nn.Sequential(
+                tiny.module,
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Dropout(dropout),
+                _new_classifier(tiny.out_channels, num_classes),
+            )
+            self.pretrained_prefixes: tuple[str, ...] = ()
+            return
+        if arch == "alexnet":
+            w = torchvision.models.AlexNet_Weights.IMAGENET1K_V1 if pretrained else None
+            self.net = torchvision.models.alexnet(weights=w, dropout=dropout)
+            old = ("net.features.", "net.classifier.1.", "net.classifier.4.")
+        elif arch == "vgg16":
+            w = torchvision.models.VGG16_Weights.IMAGENET1K_V1 if pretrained else None
+            self.net = torchvision.models.vgg16(weights=w, dropout=dropout)
+            old = ("net.features.", "net.classifier.0.", "net.classifier.3.")
+        else:
+            raise ValueError(f"unknown trunk {arch!r} for the AlexNet baseline")
+        self.net.classifier[6] = _new_classifier(4096, num_classes)
+        self.pretrained_prefixes = old if pretrained else ()
+
+    def forward(self, images: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.net(images)  # (B, K)

@@ -1,0 +1,31 @@
+"""Tasks: what to train on and how to score it, plugged into the task-agnostic engine.
+
+A task lives in ``matbackprop/tasks/<name>.py`` and exposes ``build_task(cfg) -> Task`` (the
+protocol is in :mod:`matbackprop.engine.trainer`); the config key ``task: <name>`` picks it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+
+class DataError(Exception):
+    """Data missing or unreadable. The message names the path and how to get the data;
+    ``python -m matbackprop.train`` prints it and exits with code 2 (no traceback)."""
+
+
+def task_factory(name: str) -> Callable[[Any], Any]:
+    """``build_task`` of ``matbackprop.tasks.<name>``.
+
+    Raises:
+        ValueError: no such task module.
+    """
+    try:
+        module = importlib.import_module(f"matbackprop.tasks.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"matbackprop.tasks.{name}":
+            raise
+        raise ValueError(f"unknown task {name!r}: no module matbackprop.tasks.{name}") from err
+    return module.build_task
