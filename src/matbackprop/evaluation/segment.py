@@ -27,6 +27,7 @@ import torch
 from skimage.measure import label as cc_label
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_limits
 
 from matbackprop.evaluation.covering import load_result_mat
 from matbackprop.spectral import spectral_embedding
@@ -151,7 +152,8 @@ def segment_from_features(
     segs = []
     for k in ks:
         kk = min(int(k), n_distinct)
-        with warnings.catch_warnings():
+        # one thread: sklearn's OpenMP pool otherwise fights torch's spinning threads (~20× slower)
+        with warnings.catch_warnings(), threadpool_limits(1):
             warnings.simplefilter("ignore", ConvergenceWarning)
             km = KMeans(n_clusters=kk, n_init=n_init, random_state=seed)
             lab = km.fit_predict(emb[:, : min(int(k), emb.shape[1])]).reshape(h, w)
