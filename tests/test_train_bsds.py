@@ -1,0 +1,132 @@
+"""BSDS pipeline: configs compose and run a tiny step, eval-only runs, resume, missing data."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+import matbackprop.engine.trainer as trainer_mod
+from matbackprop.engine.checkpoint import load_checkpoint
+from matbackprop.evaluate import evaluate
+from matbackprop.tasks import DataError
+from matbackprop.train import CONFIG_DIR, run
+
+EXPERIMENTS = sorted(
+    p.stem
+    for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml")
+    if "bsds" in p.stem or "table2" in p.stem
+)
+TINY = [
+    "data=bsds_synthetic",
+    "data.synthetic.n_train=3",
+    "data.synthetic.n_val=2",
+    "data.synthetic.size=[48,64]",
+    "model.trunk=tiny",
+    "model.taps=[out]",
+    "model.pretrained=false",
+    "model.freeze_through=null",
+    "model.hidden=8",
+    "model.out_dim=4",
+    "logger=none",
+    "trainer.workers=0",
+    "trainer.device=cpu",
+    "trainer.batch_size=2",
+    "eval.ks=[2,3]",
+    "eval.min_size=16",
+    "eval.overlays=1",
+]
+
+
+def _cfg(tmp_path, experiment, extra=(), tiny=TINY):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(
+            config_name="bsds",
+            overrides=[f"experiment={experiment}", f"output_root={tmp_path}", *tiny, *extra],
+        )
+
+
+def test_experiment_list_is_complete():
+    assert {
+        "table2_deepncut_alexnet",
+        "table2_deepncut_vgg16",
+        "table2_ncut_alexnet_relu5",
+        "demo_bsds_deepncut",
+    } <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_runs_a_tiny_step(tmp_path, experiment):
+    cfg = _cfg(tmp_path, experiment)
+    assert cfg.task == "bsds"
+    if int(cfg.trainer.epochs) == 0:  # the not-fine-tuned rows are evaluated, not trained
+        row = evaluate(cfg)
+        assert row["epoch"] == -1
+    else:
+        res = run(_cfg(tmp_path, experiment, ["trainer.epochs=1"]))
+        row = res.last
+        assert res.epochs_done == 1 and "train_loss" in row and "train_rank_z" in row
+    assert 0 < row["val_cover_ods"] <= 1 and 0 < row["val_pri_ods"] <= 1 and row["val_vi_ods"] >= 0
+    assert (
+        row["val_cover_ois"] >= row["val_cover_ods"] - 1e-12
+    )  # OIS picks the best scale per image
+    run_dir = Path(cfg.run_dir)
+    assert (run_dir / "metrics.csv").is_file()
+    segs = sorted((run_dir / "segs").glob("*.mat"))
+    assert len(segs) == 2  # official-format segmentations of the val images
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_a_kill_matches_uninterrupted(tmp_path, monkeypatch):
+    """The same command, killed right after the epoch-1 checkpoint and rerun, ends identical."""
+    extra = ["trainer.epochs=2", "trainer.eval_every=1"]
+    a = _cfg(tmp_path / "a", "demo_bsds_deepncut", extra)
+    run(a)
+    b = _cfg(tmp_path / "b", "demo_bsds_deepncut", extra)
+    real_save = trainer_mod.save_checkpoint
+
+    def save_then_die(state, path):
+        real_save(state, path)
+        if Path(path).name == "last.pt":
+            raise Killed
+
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        run(b)
+    monkeypatch.undo()
+    res = run(b)
+    assert res.resumed_from == 1
+    wa = load_checkpoint(Path(a.run_dir) / "last.pt")["model"]
+    wb = load_checkpoint(Path(b.run_dir) / "last.pt")["model"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0)
+    metrics = [(Path(c.run_dir) / "metrics.csv").read_text().splitlines() for c in (a, b)]
+    strip = [
+        [",".join(x for x in line.split(",")[:-2]) for line in m] for m in metrics
+    ]  # no timings
+    assert strip[0] == strip[1] and len(metrics[0]) == 3
+
+
+def test_untrained_evaluation_uses_the_training_initialisation(tmp_path):
+    cfg = _cfg(tmp_path, "demo_bsds_deepncut", ["trainer.epochs=0"])
+    row1 = evaluate(cfg)
+    row2 = evaluate(cfg)  # deterministic, and the re-evaluation replaces the row
+    assert row1 == row2
+    lines = (Path(cfg.run_dir) / "metrics.csv").read_text().splitlines()
+    assert len(lines) == 2
+
+
+def test_missing_data_names_path_and_make_target(tmp_path):
+    no_data = [o for o in TINY if not o.startswith("data")]
+    cfg = _cfg(tmp_path, "table2_deepncut_alexnet", [f"data.root={tmp_path}/nope"], tiny=no_data)
+    with pytest.raises(DataError, match=r"nope.*make data-bsds"):
+        run(cfg)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    cfg = _cfg(tmp_path, "demo_bsds_deepncut", ["+eval.checkpoint=best"])
+    with pytest.raises(FileNotFoundError, match="best.pt"):
+        evaluate(cfg)
