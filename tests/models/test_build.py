@@ -99,3 +99,21 @@ def test_trunk_taps():
     assert sum(isinstance(m, torch.nn.MaxPool2d) for m in v.module) == 4  # pool5 cut off
     with torch.no_grad():
         assert v.module(torch.randn(1, 3, 64, 64)).shape == (1, 512, 4, 4)
+
+
+def test_freeze_trunk_keeps_trunk_weights_and_trains_head():
+    from matbackprop.models.build import build_model, param_groups
+
+    cfg = {
+        "arch": "deepo2p",
+        "trunk": "tiny",
+        "pretrained": False,
+        "freeze_trunk": True,
+        "pool_eps": 1e-3,
+    }
+    model = build_model(cfg, num_classes=3)
+    assert not any(p.requires_grad for p in model.trunk.parameters())
+    n_train = sum(len(g["params"]) for g in param_groups(model, lr=0.1, weight_decay=0.0))
+    assert n_train == sum(1 for p in model.parameters() if p.requires_grad) > 0
+    with pytest.raises(ValueError, match="freeze_trunk"):
+        build_model({"arch": "alexnet", "trunk": "tiny", "freeze_trunk": True}, num_classes=3)

@@ -3,7 +3,7 @@
 Config keys (``conf/model/*.yaml``): ``arch`` (deepo2p | deepo2p_fc | alexnet | avgpool),
 ``trunk`` (alexnet | vgg16 | tiny), ``pretrained``, ``pool_eps``, ``pool_centered``,
 ``pool_dtype`` (float64 | float32), ``use_mask``, ``head_norm``, ``dropout``, ``fc_dim``,
-``tiny_width``, ``tiny_out``.
+``tiny_width``, ``tiny_out``, ``freeze_trunk``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,22 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 def build_model(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
     """Model from ``cfg`` (a ``model`` config section) for ``num_classes`` classes.
 
+    ``freeze_trunk: true`` keeps the trunk's weights as initialised (no gradient; BatchNorm
+    still normalises with batch statistics): only the pooling head learns, which isolates what
+    the pooling itself contributes.
+
     Raises:
         ValueError: unknown ``arch``, ``trunk``, ``pool_dtype`` or ``head_norm``.
     """
+    model = _build_model(cfg, num_classes)
+    if bool(cfg.get("freeze_trunk", False)):
+        if not hasattr(model, "trunk"):
+            raise ValueError(f"model.freeze_trunk is not available for arch {cfg['arch']!r}")
+        model.trunk.requires_grad_(False)
+    return model
+
+
+def _build_model(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
     arch = cfg["arch"]
     trunk_name, pretrained = cfg.get("trunk", "alexnet"), bool(cfg.get("pretrained", False))
     tiny = dict(width=int(cfg.get("tiny_width", 32)), out_channels=int(cfg.get("tiny_out", 32)))
