@@ -43,7 +43,25 @@ TABLES: dict[str, dict[str, Any]] = {
             "DeepO2P-FC(S)": {"val_error": 28.9},
         },
     },
-    # "table2": {...}  DeepNCut on BSDS: metrics like {"ods_covering": ("ODS covering", "max")}
+    "table2": {
+        "title": "Table 2: BSDS segmentation, region benchmark (covering ODS / OIS, all humans)",
+        "note": "The paper's Table 2 values could not be read (SPEC gives none): ours only. "
+        "Rows as in the paper: NCut on non-finetuned ImageNet features (no training, "
+        "`python -m matbackprop.evaluate`) and DeepNCut trained end to end.",
+        "digits": 3,
+        "metrics": {
+            "val_cover_ods": ("covering ODS", "max"),
+            "val_cover_ois": ("covering OIS", "max"),
+        },
+        "rows": {
+            "NCut, AlexNet relu3 (not fine-tuned)": {},
+            "NCut, AlexNet relu4 (not fine-tuned)": {},
+            "NCut, AlexNet relu5 (not fine-tuned)": {},
+            "DeepNCut, AlexNet relu5 (end to end)": {},
+            "NCut, VGG-16 relu4_3+relu5_3 (not fine-tuned)": {},
+            "DeepNCut, VGG-16 relu4_3+relu5_3 (end to end)": {},
+        },
+    },
 }
 
 
@@ -115,11 +133,12 @@ def write_markdown(path: Path, spec: dict[str, Any], records: list[dict]) -> Non
     lines = [f"## {spec['title']}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rec in records:
         cells = [rec["row"]]
+        digits = spec.get("digits", 1)
         for key in spec["metrics"]:
             cells += [
-                _fmt(rec[f"paper_{key}"]),
-                _fmt(rec[f"final_{key}"]),
-                _fmt(rec[f"best_{key}"]),
+                _fmt(rec[f"paper_{key}"], digits),
+                _fmt(rec[f"final_{key}"], digits),
+                _fmt(rec[f"best_{key}"], digits),
             ]
         cells += [rec["epochs"] or "not run", f"`{rec['run']}`" if rec["run"] else ""]
         lines.append("| " + " | ".join(cells) + " |")
@@ -153,6 +172,37 @@ def plot_curves(path: Path, spec: dict[str, Any], runs: list[dict[str, Any]]) ->
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def segmentation_figure(run: dict[str, Any], path: Path, n: int = 3) -> Path | None:
+    """Image | first human | our segmentation at the run's ODS scale, for n val images (PNG).
+
+    Reads the run's ``segs/<id>.mat`` and the images / ground truth from its ``data.root``;
+    returns None (with a message) when either is not there.
+    """
+    from matbackprop.data.bsds import BSDS
+    from matbackprop.evaluation.segment import read_segs
+    from matbackprop.tasks.bsds import save_overlays
+
+    seg_dir, data = run["dir"] / "segs", run["cfg"].get("data") or {}
+    if not seg_dir.is_dir():
+        return None
+    try:
+        val = BSDS(data["root"], data["val_split"], version=int(data.get("version", 500)))
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        print(f"[tables] no segmentation figure for {run['dir']}: {err}")
+        return None
+    scores = [_num(r.get("val_cover_ods_k")) for r in run["rows"]]
+    ks = list((run["cfg"].get("eval") or {}).get("ks", []))
+    k_best = next((k for k in reversed(scores) if not math.isnan(k)), math.nan)
+    scale = ks.index(int(k_best)) if not math.isnan(k_best) and int(k_best) in ks else 0
+    items = []
+    for i in range(len(val)):
+        if (seg_dir / f"{val.ids[i]}.mat").is_file():
+            items.append((val[i], read_segs(seg_dir / f"{val.ids[i]}.mat")))
+        if len(items) == n:
+            break
+    return save_overlays(items, scale, path) if items else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         mine = [r for r in runs if (r["cfg"].get("paper") or {}).get("table") == table_id]
         if mine:
             plot_curves(args.out / f"{table_id}_curves.png", spec, mine)
+        if table_id == "table2":
+            for run in mine:
+                fig = segmentation_figure(run, args.out / f"table2_{run['dir'].name}_segs.png")
+                if fig:
+                    print(f"[tables] {fig}")
         print((args.out / f"{table_id}.md").read_text())
     print(f"[tables] written to {args.out}")
     return 0

@@ -10,7 +10,10 @@ partial ones resume (the trainer resumes from the run folder's last checkpoint);
 failing run stops the script with its exit code. Missing data stops it at once (exit 2) with a
 message naming ``make data-coco``. Then ``make tables``.
 
-``bsds``: not implemented yet (exit 2).
+``bsds``: the Table 2 rows (``conf/experiment/table2_*.yaml``, BSDS500: train on train+val,
+evaluate on test): the not-fine-tuned NCut baselines with ``python -m matbackprop.evaluate``
+(no training), the DeepNCut rows with ``python -m matbackprop.train``, all with
+``--config-name bsds data.root=<root>``; missing data stops at once naming ``make data-bsds``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ TABLE1 = [
     "table1_deepo2p_fc",
     "table1_deepo2p_fc_s",
 ]
+TABLE2_EVAL = [
+    "table2_ncut_alexnet_relu3",
+    "table2_ncut_alexnet_relu4",
+    "table2_ncut_alexnet_relu5",
+    "table2_ncut_vgg16",
+]
+TABLE2_TRAIN = ["table2_deepncut_alexnet", "table2_deepncut_vgg16"]
 COCO_FILES = (
     "annotations/instances_train2014.json",
     "annotations/instances_val2014.json",
@@ -50,6 +60,27 @@ def is_finished(run_dir: Path) -> bool:
     return status.is_file() and bool(json.loads(status.read_text()).get("finished"))
 
 
+def run_sequence(jobs: list[tuple[str, str, list[str]]], output_root: Path, dry_run: bool) -> int:
+    """Run (name, module, hydra args) jobs in order; finished runs are skipped; stop at a failure."""
+    for i, (name, module, hydra_args) in enumerate(jobs, 1):
+        task = "bsds" if name.startswith("table2") else "coco"
+        run_dir = output_root / task / name
+        cmd = [sys.executable, "-m", module, *hydra_args, f"output_root={output_root}"]
+        if is_finished(run_dir) or (
+            module.endswith("evaluate") and (run_dir / "eval.json").is_file()
+        ):
+            print(f"[reproduce] {i}/{len(jobs)} {name}: finished already ({run_dir}), skipped")
+            continue
+        print(f"[reproduce] {i}/{len(jobs)} {name}: {' '.join(cmd[1:])}", flush=True)
+        if dry_run:
+            continue
+        code = subprocess.call(cmd, cwd=ROOT)
+        if code != 0:
+            print(f"[reproduce] {name} failed with exit code {code}; stopping", file=sys.stderr)
+            return code
+    return 0
+
+
 def reproduce_coco(data_root: Path, extra: list[str], output_root: Path, dry_run: bool) -> int:
     missing = missing_coco(data_root)
     if missing:
@@ -60,29 +91,52 @@ def reproduce_coco(data_root: Path, extra: list[str], output_root: Path, dry_run
             file=sys.stderr,
         )
         return 2
-    for i, name in enumerate(TABLE1, 1):
-        run_dir = output_root / "coco" / name
-        cmd = [
-            sys.executable,
-            "-m",
-            "matbackprop.train",
-            f"experiment={name}",
-            f"data.root={data_root}",
-            f"output_root={output_root}",
-            *extra,
-        ]
-        if is_finished(run_dir) and not extra:
-            print(f"[reproduce] {i}/{len(TABLE1)} {name}: finished already ({run_dir}), skipped")
-            continue
-        print(f"[reproduce] {i}/{len(TABLE1)} {name}: {' '.join(cmd[1:])}", flush=True)
-        if dry_run:
-            continue
-        code = subprocess.call(cmd, cwd=ROOT)
-        if code != 0:
-            print(f"[reproduce] {name} failed with exit code {code}; stopping", file=sys.stderr)
-            return code
-    print("[reproduce] Table 1 runs done; `make tables` writes outputs/tables/table1.md")
-    return 0
+    jobs = [
+        (name, "matbackprop.train", [f"experiment={name}", f"data.root={data_root}", *extra])
+        for name in TABLE1
+    ]
+    code = run_sequence(jobs, output_root, dry_run)
+    if code == 0:
+        print("[reproduce] Table 1 runs done; `make tables` writes outputs/tables/table1.md")
+    return code
+
+
+def missing_bsds(root: Path) -> list[Path]:
+    """The BSDS500 folders the Table 2 runs need that are not there (official layout)."""
+    from matbackprop.data.bsds import find_data_dir
+
+    try:
+        data, _ = find_data_dir(root)
+    except (FileNotFoundError, ValueError):
+        return [root]
+    need = [
+        data / kind / split
+        for kind in ("images", "groundTruth")
+        for split in ("train", "val", "test")
+    ]
+    return [p for p in need if not p.is_dir()]
+
+
+def reproduce_bsds(data_root: Path, extra: list[str], output_root: Path, dry_run: bool) -> int:
+    missing = missing_bsds(data_root)
+    if missing:
+        print(
+            "error: BSDS500 data not found: "
+            + ", ".join(str(p) for p in missing)
+            + "\nRun `make data-bsds` (downloads into data/bsds) or pass --data-root /path/to/bsds.",
+            file=sys.stderr,
+        )
+        return 2
+
+    def args(name: str) -> list[str]:
+        return ["--config-name", "bsds", f"experiment={name}", f"data.root={data_root}", *extra]
+
+    jobs = [(n, "matbackprop.evaluate", args(n)) for n in TABLE2_EVAL]
+    jobs += [(n, "matbackprop.train", args(n)) for n in TABLE2_TRAIN]
+    code = run_sequence(jobs, output_root, dry_run)
+    if code == 0:
+        print("[reproduce] Table 2 runs done; `make tables` writes outputs/tables/table2.md")
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,11 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args(argv)
-    if args.table == "bsds":
-        print("BSDS reproduction: not implemented yet", file=sys.stderr)
-        return 2
-    data_root = (args.data_root or Path("data/coco")).resolve()
-    return reproduce_coco(data_root, args.overrides, args.output_root.resolve(), args.dry_run)
+    data_root = (args.data_root or Path(f"data/{args.table}")).resolve()
+    fn = reproduce_coco if args.table == "coco" else reproduce_bsds
+    return fn(data_root, args.overrides, args.output_root.resolve(), args.dry_run)
 
 
 if __name__ == "__main__":

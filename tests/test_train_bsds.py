@@ -11,6 +11,7 @@ from matbackprop.engine.checkpoint import load_checkpoint
 from matbackprop.evaluate import evaluate
 from matbackprop.tasks import DataError
 from matbackprop.train import CONFIG_DIR, run
+from tests.conftest import load_script
 
 EXPERIMENTS = sorted(
     p.stem
@@ -130,3 +131,22 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     cfg = _cfg(tmp_path, "demo_bsds_deepncut", ["+eval.checkpoint=best"])
     with pytest.raises(FileNotFoundError, match="best.pt"):
         evaluate(cfg)
+
+
+def test_table2_row_and_segmentation_figure(tmp_path):
+    cfg = _cfg(tmp_path / "runs", "table2_ncut_alexnet_relu5")
+    row = evaluate(cfg)
+    tables = load_script("make_tables")
+    assert tables.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "t")]) == 0
+    md = (tmp_path / "t" / "table2.md").read_text()
+    line = next(li for li in md.splitlines() if li.startswith("| NCut, AlexNet relu5"))
+    assert f"| {row['val_cover_ods']:.3f} | {row['val_cover_ods']:.3f} |" in line
+    assert (tmp_path / "t" / "table2_table2_ncut_alexnet_relu5_segs.png").stat().st_size > 1000
+
+
+def test_reproduce_bsds_stops_without_data(tmp_path, capsys):
+    code = load_script("reproduce").main(
+        ["bsds", "--data-root", str(tmp_path / "none"), "--dry-run"]
+    )
+    assert code == 2
+    assert "make data-bsds" in capsys.readouterr().err

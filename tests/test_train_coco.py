@@ -17,6 +17,7 @@ from matbackprop.engine.trainer import RunFolderError, fit
 from matbackprop.tasks import DataError, task_factory
 from matbackprop.tasks.coco import classification_metrics, eigen_stats
 from matbackprop.train import run
+from tests.conftest import load_script
 from tests.engine.coco_tiny import compose_coco, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,15 +208,6 @@ def test_eigen_stats_by_hand():
     assert s["eig_near_eps_frac"] == pytest.approx(0.25)
 
 
-def _script(name):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_make_tables_puts_our_number_next_to_the_paper(tmp_path, data_root):
     runs = tmp_path / "outputs"
     cfg = compose_coco(
@@ -223,7 +215,7 @@ def test_make_tables_puts_our_number_next_to_the_paper(tmp_path, data_root):
     )
     run(cfg)
     ours = float(read_csv(runs / "coco" / "x" / "metrics.csv")[0]["val_error"])
-    assert _script("make_tables").main(["--runs", str(runs), "--out", str(tmp_path / "t")]) == 0
+    assert load_script("make_tables").main(["--runs", str(runs), "--out", str(tmp_path / "t")]) == 0
     table = (tmp_path / "t" / "table1.md").read_text()
     line = next(li for li in table.splitlines() if li.startswith("| DeepO2P(S) |"))
     assert f"| 32.4 | {ours:.1f} | {ours:.1f} | 1/1 |" in line
@@ -234,6 +226,6 @@ def test_make_tables_puts_our_number_next_to_the_paper(tmp_path, data_root):
 
 
 def test_reproduce_stops_without_data(tmp_path, capsys):
-    reproduce = _script("reproduce")
+    reproduce = load_script("reproduce")
     code = reproduce.main(["coco", "--data-root", str(tmp_path / "none"), "--dry-run"])
     assert code == 2 and "make data-coco" in capsys.readouterr().err
