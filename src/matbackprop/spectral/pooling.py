@@ -22,8 +22,13 @@ Two exact routes, chosen automatically:
   (:func:`dd_log1p_ratio`). Exact at ties (zero rows from the mask, the ≥ d − N eigenvalues
   at ε) and O(N²d + Nd² + N³) instead of O(d³).
 
-The spectral work runs in ``compute_dtype`` (float64 by default: the ε-regularised spectrum
-spans ~8 orders of magnitude) and the result is cast back to the input dtype.
+The spectral work (Gram matrix, eigendecomposition, divided differences) runs in
+``compute_dtype`` (float64 by default: the ε-regularised spectrum spans ~8 orders of
+magnitude); without centring, the O(N d²) products with the features run in the input
+dtype, so float32 features get mixed precision (gradient within ~1e-6 of the float64
+reference over feature scales 1e-3..1e2, measured by ``scripts/bench_spectral.py`` and the
+tests) and float64 features an all-float64 computation. ``centered=True`` runs everything in
+``compute_dtype`` (its backward cancels large terms: float32 products lost up to 4e-3).
 """
 
 from __future__ import annotations
@@ -89,17 +94,23 @@ def dd_log1p_ratio(x: Tensor, y: Tensor) -> Tensor:
 
 
 class _LogGramPlusEps(torch.autograd.Function):
-    """Y = log(FᵀF + εI) via the N × N Gram matrix (N < d). F: (B, N, d) -> Y: (B, d, d)."""
+    """Y = log(FᵀF + εI) via the N × N Gram matrix (N < d). F: (B, N, d) -> Y: (B, d, d).
+
+    The Gram matrix, its eigendecomposition and the divided differences run in ``cdt``
+    (float64 by default); the O(N d²) products with F run in F's dtype (mixed precision for
+    float32 features: measured gradient error ~1e-6 against the float64 reference).
+    """
 
     @staticmethod
-    def forward(ctx, f: Tensor, eps: float):
-        a = f @ f.mT  # (B, N, N)
+    def forward(ctx, f: Tensor, eps: float, cdt: torch.dtype):
+        fc = f.to(cdt)
+        a = fc @ fc.mT  # (B, N, N)
         lam, v = torch.linalg.eigh(a)  # (B, N), (B, N, N)
         lam = lam.clamp_min(0)  # A is PSD; eigh noise can dip below 0
         g = log1p_ratio(lam / eps) / eps  # (B, N)
-        hf = (v * g.unsqueeze(-2)) @ (v.mT @ f)  # h(A) F  (B, N, d)
-        y = f.mT @ hf  # (B, d, d)
-        y = sym(y) + math.log(eps) * torch.eye(f.shape[-1], dtype=f.dtype, device=f.device)
+        h = (v * g.unsqueeze(-2)) @ v.mT  # h(A) = V g(Λ) Vᵀ  (B, N, N)
+        hf = h.to(f.dtype) @ f  # h(A) F  (B, N, d)
+        y = sym(f.mT @ hf) + math.log(eps) * torch.eye(f.shape[-1], dtype=f.dtype, device=f.device)
         ctx.eps = eps
         ctx.save_for_backward(f, lam, v, hf)
         return y
@@ -111,22 +122,22 @@ class _LogGramPlusEps(torch.autograd.Function):
         with no_tf32():
             gbar = sym(gy)  # (B, d, d)
             fg = f @ gbar  # F Ḡ  (B, N, d)
-            gh = fg @ f.mT  # F Ḡ Fᵀ  (B, N, N)
+            gh = (fg @ f.mT).to(v.dtype)  # F Ḡ Fᵀ  (B, N, N)
             x = lam / eps
             phi = dd_log1p_ratio(x.unsqueeze(-1), x.unsqueeze(-2)) / (eps * eps)  # g[λi, λj]
             ga = v @ (phi * (v.mT @ gh @ v)) @ v.mT  # ∂L/∂A  (B, N, N)
-            gf = 2.0 * (hf @ gbar + sym(ga) @ f)  # (B, N, d)
-        return gf, None
+            gf = 2.0 * (hf @ gbar + sym(ga).to(f.dtype) @ f)  # (B, N, d)
+        return gf, None, None
 
 
-def _features_matrix(x: Tensor, mask: Tensor | None, centered: bool, dtype: torch.dtype) -> Tensor:
-    """F = diag(√(w/Σw)) (features − mean) as (B, N, d) in `dtype` (autograd flows to x)."""
+def _features_matrix(x: Tensor, mask: Tensor | None, centered: bool) -> Tensor:
+    """F = diag(√(w/Σw)) (features − mean) as (B, N, d), x's dtype (autograd flows to x)."""
     b, d, h, w = x.shape
-    feats = x.flatten(2).mT.to(dtype)  # (B, N, d)
+    feats = x.flatten(2).mT  # (B, N, d)
     if mask is None:
-        wts = torch.full((b, h * w), 1.0 / (h * w), dtype=dtype, device=x.device)
+        wts = torch.full((b, h * w), 1.0 / (h * w), dtype=x.dtype, device=x.device)
     else:
-        m = mask.detach().reshape(b, h * w).to(dtype)
+        m = mask.detach().reshape(b, h * w).to(x.dtype)
         wts = m / m.sum(-1, keepdim=True)
     if centered:
         feats = feats - (wts.unsqueeze(-1) * feats).sum(1, keepdim=True)
@@ -178,7 +189,8 @@ def log_cov_pool(
             each item must have positive total weight.
         eps: ridge ε > 0.
         centered: subtract the weighted mean.
-        compute_dtype: dtype of the spectral computation (None: the input dtype).
+        compute_dtype: dtype of the eigendecomposition and divided differences (None: the input
+            dtype); uncentred, the O(N d²) products with the features run in the input dtype.
         method: ``"auto"`` (gram when H·W < d), ``"gram"`` or ``"eig"``.
 
     Shape:
@@ -191,14 +203,17 @@ def log_cov_pool(
     """
     _check_pool_inputs(x, mask, eps)
     dtype = compute_dtype or x.dtype
-    f = _features_matrix(x, mask, centered, dtype)  # (B, N, d)
+    # centring's backward subtracts large, nearly cancelling per-position gradients: keep it
+    # (and the products) in the compute dtype; uncentred pooling runs its products in x's dtype
+    f = _features_matrix(x.to(dtype) if centered else x, mask, centered)  # (B, N, d)
     n, d = f.shape[-2:]
     if method == "auto":
         method = "gram" if n < d else "eig"
     if method == "gram":
-        y = _LogGramPlusEps.apply(f, float(eps))
+        y = _LogGramPlusEps.apply(f, float(eps), dtype)
     elif method == "eig":
-        c = f.mT @ f + eps * torch.eye(d, dtype=dtype, device=x.device)  # (B, d, d)
+        fc = f.to(dtype)
+        c = fc.mT @ fc + eps * torch.eye(d, dtype=dtype, device=x.device)  # (B, d, d)
         y = sym_logm(sym(c), validate=False)
     else:
         raise ValueError(f"log_cov_pool: method must be 'auto', 'gram' or 'eig', got {method!r}")
