@@ -17,13 +17,15 @@ recorded on a previous machine). The unpacked tree is checked for the expected i
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import sys
 import tarfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from matbackprop.data.download import download as _download
+from matbackprop.data.download import file_hash
 
 URLS = (
     "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/BSR/BSR_bsds500.tgz",
@@ -36,11 +38,7 @@ EXPECTED_COUNTS = {"train": 200, "val": 100, "test": 200}
 
 def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    return file_hash(path, "sha256", chunk=chunk)
 
 
 def check_layout(root: Path, counts: dict[str, int] = EXPECTED_COUNTS) -> list[str]:
@@ -67,37 +65,10 @@ def check_layout(root: Path, counts: dict[str, int] = EXPECTED_COUNTS) -> list[s
     return problems
 
 
-def download(url: str, dest: Path, timeout: float = 60.0) -> None:
+def download(url: str, dest: Path, timeout: float = 60.0) -> Path:
     """Resumable download of ``url`` to ``dest`` via ``dest.part`` (HTTP Range)."""
-    part = dest.with_name(dest.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and have:  # range not satisfiable: the .part is already complete
-            part.replace(dest)
-            return
-        raise
-    with resp:
-        resumed = have and resp.status == 206
-        total = resp.headers.get("Content-Length")
-        total = int(total) + (have if resumed else 0) if total else None
-        mode = "ab" if resumed else "wb"
-        done = have if resumed else 0
-        print(f"downloading {url}" + (f" (resuming at {have} bytes)" if resumed else ""))
-        with open(part, mode) as f:
-            while block := resp.read(1 << 20):
-                f.write(block)
-                done += len(block)
-                if total:
-                    print(f"\r  {done / 2**20:7.1f} / {total / 2**20:.1f} MiB", end="", flush=True)
-        print()
-    if total and part.stat().st_size != total:
-        raise OSError(
-            f"incomplete download: {part.stat().st_size} of {total} bytes; re-run to resume"
-        )
-    part.replace(dest)
+    print(f"downloading {url}")
+    return _download(url, dest, opener=lambda req: urllib.request.urlopen(req, timeout=timeout))
 
 
 def extract(archive: Path, root: Path) -> None:

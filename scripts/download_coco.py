@@ -20,7 +20,6 @@ several independent public download scripts (checked for this project, not re-do
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import sys
 import urllib.error
@@ -29,6 +28,8 @@ import zipfile
 from pathlib import Path
 
 from tqdm import tqdm
+
+from matbackprop.data.download import CHUNK, download, file_hash, human
 
 BASE = "http://images.cocodataset.org"
 # name: (url, md5, size in bytes, what it unpacks to)
@@ -54,99 +55,11 @@ ARCHIVES = {
 }
 IMAGE_COUNTS = {"train2014": 82_783, "val2014": 40_504}
 ANN_FILES = ("annotations/instances_train2014.json", "annotations/instances_val2014.json")
-CHUNK = 1 << 20
-
-
-def human(n: float) -> str:
-    """Bytes as a short human string (``1.5 GB``)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"  # unreachable
 
 
 def md5sum(path: Path, chunk: int = CHUNK, progress: bool = False) -> str:
     """Hex MD5 of a file, read in chunks."""
-    h = hashlib.md5()
-    size = path.stat().st_size
-    with (
-        open(path, "rb") as f,
-        tqdm(
-            total=size,
-            unit="B",
-            unit_scale=True,
-            desc=f"md5 {path.name}",
-            disable=None if progress else True,
-        ) as bar,
-    ):
-        while block := f.read(chunk):
-            h.update(block)
-            bar.update(len(block))
-    return h.hexdigest()
-
-
-def download(url: str, dest: Path, size: int | None = None, opener=urllib.request.urlopen) -> Path:
-    """Fetch ``url`` to ``dest``, resuming from ``dest.with_suffix(suffix + '.part')``.
-
-    Sends ``Range: bytes=<have>-`` when a partial file exists. A 206 reply is appended; a 200
-    reply (server ignored the range) restarts from zero; a 416 reply means the part file is
-    already complete. The part file is renamed to ``dest`` only once all bytes are there.
-
-    Args:
-        url: http(s) or file URL.
-        dest: final path.
-        size: expected total size in bytes, if known (checked at the end).
-        opener: ``urlopen``-like callable (injectable for offline tests).
-    """
-    part = dest.with_name(dest.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    if size is not None and have > size:
-        part.unlink()  # longer than the real file: cannot be a prefix of it
-        have = 0
-    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    try:
-        resp = opener(req)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and have and (size is None or have == size):
-            part.replace(dest)
-            return dest
-        raise
-    with resp:
-        status = getattr(resp, "status", None) or resp.getcode() or 200
-        if status != 206:  # full body follows: start over
-            have = 0
-        total = _total_size(resp, have) or size
-        mode = "ab" if have else "wb"
-        if have:
-            print(f"  resuming {dest.name} at {human(have)} of {human(total or 0)}")
-        with (
-            open(part, mode) as f,
-            tqdm(
-                total=total, initial=have, unit="B", unit_scale=True, desc=dest.name, disable=None
-            ) as bar,
-        ):
-            while block := resp.read(CHUNK):
-                f.write(block)
-                bar.update(len(block))
-    got = part.stat().st_size
-    if (size is not None and got != size) or (total is not None and got != total):
-        raise OSError(
-            f"{dest.name}: got {human(got)} ({got} bytes), expected {total or size} bytes; "
-            "rerun to resume"
-        )
-    part.replace(dest)
-    return dest
-
-
-def _total_size(resp, have: int) -> int | None:
-    """Total file size from Content-Range (``bytes a-b/total``) or Content-Length."""
-    headers = getattr(resp, "headers", None) or {}
-    cr = headers.get("Content-Range")
-    if cr and "/" in cr and cr.rsplit("/", 1)[1].strip().isdigit():
-        return int(cr.rsplit("/", 1)[1])
-    cl = headers.get("Content-Length")
-    return int(cl) + have if cl and cl.isdigit() else None
+    return file_hash(path, "md5", progress, chunk)
 
 
 def verify(path: Path, md5: str) -> None:

@@ -10,9 +10,6 @@ small synthetic set in the same format on first use (demo, tests).
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from matbackprop.data.coco_regions import CocoRegions
-from matbackprop.data.synthetic_coco import make_synthetic_coco
+from matbackprop.data.synthetic import ensure_generated, make_synthetic_coco
 from matbackprop.engine.checkpoint import seed_worker
 from matbackprop.engine.logging import Confusion, Table
 from matbackprop.models.build import build_model
@@ -46,37 +43,15 @@ def check_coco_data(root: str | Path, files: Mapping[str, str | Path]) -> None:
 
 
 def ensure_synthetic(root: str | Path, params: Mapping[str, Any]) -> Path:
-    """Generate the synthetic COCO set under ``root`` unless it is there with the same params.
-
-    The set is written to a temporary sibling folder and renamed into place, and marked with
-    ``synthetic.json``; a folder with another marker is replaced, one without is left alone.
-    """
-    root = Path(root)
-    marker = root / "synthetic.json"
-    params = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in params.items()}
-    if marker.is_file():
-        if json.loads(marker.read_text()) == params:
-            return root
-        shutil.rmtree(root)
-    elif root.exists():
-        raise DataError(
-            f"{root} exists but is not a synthetic COCO set (no synthetic.json); "
-            "choose another data.root"
-        )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp", dir=root.parent))
+    """Generate the synthetic COCO set under ``root`` once (see :func:`ensure_generated`)."""
+    kwargs = dict(params)
+    for key in ("image_size", "objects_per_image"):
+        if key in kwargs:
+            kwargs[key] = tuple(kwargs[key])
     try:
-        kwargs = dict(params)
-        for key in ("image_size", "objects_per_image"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
-        make_synthetic_coco(tmp, **kwargs)
-        (tmp / "synthetic.json").write_text(json.dumps(params))
-        tmp.replace(root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return root
+        return ensure_generated(root, kwargs, make_synthetic_coco)
+    except FileExistsError as err:
+        raise DataError(str(err)) from err
 
 
 def classification_metrics(
