@@ -35,9 +35,11 @@ lint: install  ## Ruff lint + format check
 	$(VENV)/bin/ruff check src tests scripts
 	$(VENV)/bin/ruff format --check src tests scripts
 
-bench: install  ## Benchmarks: spectral layers, training steps (tables + CSV under outputs/bench/)
+bench: install  ## Benchmarks (tables + CSV under outputs/bench/); DEVICE=cuda on a GPU box
 	$(PY) scripts/bench_spectral.py --device $(DEVICE)
-	@if [ -f scripts/bench_training.py ]; then $(PY) scripts/bench_training.py --device $(DEVICE); fi
+	$(PY) scripts/bench_training.py --device $(DEVICE)
+	$(PY) scripts/bench_deepncut.py --device $(DEVICE)
+	$(PY) scripts/bench_covering.py
 
 demo: install  ## Main job on built-in synthetic data (CPU, a few minutes)
 	WANDB_MODE=$${WANDB_MODE:-disabled} $(PY) -m matbackprop.demo
@@ -48,11 +50,11 @@ data-coco: install  ## Download MSCOCO 2014 train/val images + instance annotati
 data-bsds: install  ## Download the BSDS500 archive (BSR) into data/bsds
 	$(PY) scripts/download_bsds.py --root data/bsds
 
-reproduce-coco: install  ## Table 1 (DeepO2P on MSCOCO regions) on real data; then `make tables`
-	$(PY) scripts/reproduce.py coco
+reproduce-coco: install  ## Table 1 (DeepO2P on MSCOCO) on real data [REPRO_ARGS="--data-root DIR overrides"]
+	$(PY) scripts/reproduce.py coco $(REPRO_ARGS)
 
-reproduce-bsds: install  ## Table 2 (DeepNCut on BSDS) on real data; then `make tables`
-	$(PY) scripts/reproduce.py bsds
+reproduce-bsds: install  ## Table 2 (DeepNCut on BSDS) on real data [REPRO_ARGS="--data-root DIR overrides"]
+	$(PY) scripts/reproduce.py bsds $(REPRO_ARGS)
 
 tables: install  ## Results tables next to the paper's numbers, and training curves
 	$(PY) scripts/make_tables.py --runs outputs --out outputs/tables
