@@ -81,8 +81,11 @@ class Killed(Exception):
     pass
 
 
-def test_resume_after_a_kill_matches_uninterrupted(tmp_path, monkeypatch):
-    """The same command, killed right after the epoch-1 checkpoint and rerun, ends identical."""
+@pytest.mark.parametrize(
+    "before_write", [False, True], ids=["after-checkpoint", "before-checkpoint"]
+)
+def test_resume_after_a_kill_matches_uninterrupted(tmp_path, monkeypatch, before_write):
+    """The same command, killed around the epoch-1 checkpoint and rerun, ends identical."""
     extra = ["trainer.epochs=2", "trainer.eval_every=1"]
     a = _cfg(tmp_path / "a", "demo_bsds_deepncut", extra)
     run(a)
@@ -90,6 +93,8 @@ def test_resume_after_a_kill_matches_uninterrupted(tmp_path, monkeypatch):
     real_save = trainer_mod.save_checkpoint
 
     def save_then_die(state, path):
+        if Path(path).name == "last.pt" and before_write:
+            raise Killed  # the epoch's metrics rows are written, its checkpoint is not
         real_save(state, path)
         if Path(path).name == "last.pt":
             raise Killed
@@ -99,7 +104,7 @@ def test_resume_after_a_kill_matches_uninterrupted(tmp_path, monkeypatch):
         run(b)
     monkeypatch.undo()
     res = run(b)
-    assert res.resumed_from == 1
+    assert res.resumed_from == (0 if before_write else 1)
     wa = load_checkpoint(Path(a.run_dir) / "last.pt")["model"]
     wb = load_checkpoint(Path(b.run_dir) / "last.pt")["model"]
     for k in wa:
@@ -109,6 +114,9 @@ def test_resume_after_a_kill_matches_uninterrupted(tmp_path, monkeypatch):
         [",".join(x for x in line.split(",")[:-2]) for line in m] for m in metrics
     ]  # no timings
     assert strip[0] == strip[1] and len(metrics[0]) == 3
+    # per-scale table appended once per epoch (header + 2 epochs × 2 scales), no duplicate rows
+    hist = [(Path(c.run_dir) / "tables" / "per_scale_by_epoch.csv").read_text() for c in (a, b)]
+    assert hist[0] == hist[1] and len(hist[0].splitlines()) == 1 + 2 * 2
 
 
 def test_untrained_evaluation_uses_the_training_initialisation(tmp_path):

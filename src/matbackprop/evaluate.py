@@ -24,9 +24,8 @@ import torch
 from omegaconf import DictConfig
 
 from matbackprop.engine.checkpoint import load_checkpoint, seed_everything, write_json_atomic
-from matbackprop.engine.logging import Table
-from matbackprop.engine.records import append_metrics, save_config, truncate_metrics, write_csv
-from matbackprop.engine.trainer import _split, resolve_device
+from matbackprop.engine.records import append_metrics, save_config, truncate_metrics
+from matbackprop.engine.trainer import _split, resolve_device, write_media
 from matbackprop.tasks import DataError, task_factory
 
 
@@ -57,10 +56,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         append_metrics(run_dir / "metrics.csv", row)
     else:  # a trained run: leave its training record alone
         prefix = f"eval_{which}_"
-    for name, value in media.items():
-        if isinstance(value, Table):
-            rows = [dict(zip(value.columns, r)) for r in value.rows]
-            write_csv(run_dir / "tables" / f"{prefix}{name}.csv", rows, value.columns)
+    if which == "none":
+        for csv_path in (run_dir / "tables").glob("*_by_epoch.csv"):
+            truncate_metrics(csv_path, epoch)
+    write_media(run_dir, media, epoch, prefix)
     write_json_atomic({"checkpoint": which, **row}, run_dir / "eval.json")
     shown = ", ".join(f"{k}={v:.4g}" for k, v in scalars.items() if isinstance(v, float))
     print(f"[evaluate] {run_dir}: {shown}")

@@ -55,6 +55,7 @@ from matbackprop.engine.records import (
     append_metrics,
     fingerprint,
     fingerprint_diff,
+    read_csv,
     save_config,
     truncate_metrics,
     write_csv,
@@ -221,11 +222,18 @@ def _resume(ckpt_path: Path, cfg: DictConfig, run_dir: Path, model, optimizer, s
     return ckpt["epoch"] + 1, ckpt["best"], ckpt["global_step"], ckpt.get("wandb_id")
 
 
-def _write_media(run_dir: Path, media: Mapping[str, Any]) -> None:
+def write_media(run_dir: Path, media: Mapping[str, Any], epoch: int, prefix: str = "") -> None:
+    """Tables: the latest as ``tables/<prefix><name>.csv``, and every epoch's rows appended to
+    ``tables/<prefix><name>_by_epoch.csv`` (with an ``epoch`` column; trimmed on resume)."""
     for name, value in media.items():
         if isinstance(value, Table):
             rows = [dict(zip(value.columns, r)) for r in value.rows]
-            write_csv(run_dir / "tables" / f"{name}.csv", rows, value.columns)
+            write_csv(run_dir / "tables" / f"{prefix}{name}.csv", rows, value.columns)
+            history = run_dir / "tables" / f"{prefix}{name}_by_epoch.csv"
+            old = read_csv(history)
+            write_csv(
+                history, [*old, *({"epoch": epoch, **r} for r in rows)], ["epoch", *value.columns]
+            )
 
 
 def fit(cfg: DictConfig, make_task: Callable[[DictConfig], Task], run_dir: str | Path) -> FitResult:
@@ -264,7 +272,8 @@ def fit(cfg: DictConfig, make_task: Callable[[DictConfig], Task], run_dir: str |
     start, best, global_step, wandb_id = _resume(
         ckpt_path, cfg, run_dir, model, optimizer, scheduler, scaler
     )
-    truncate_metrics(run_dir / "metrics.csv", start)
+    for csv_path in [run_dir / "metrics.csv", *(run_dir / "tables").glob("*_by_epoch.csv")]:
+        truncate_metrics(csv_path, start)  # rows of epochs about to be redone
     save_config(cfg, run_dir / "config.yaml")
     wandb_id = wandb_id or _new_wandb_id()
     monitor, mode = task.monitor, task.monitor_mode
@@ -312,7 +321,7 @@ def fit(cfg: DictConfig, make_task: Callable[[DictConfig], Task], run_dir: str |
             best = float(row[monitor]) if improved else best
             # order matters for resuming: metrics row, tables, checkpoint, then status
             append_metrics(run_dir / "metrics.csv", row)
-            _write_media(run_dir, media)
+            write_media(run_dir, media, epoch)
             logger.log({**{f"epoch/{k}": v for k, v in row.items()}, **media}, step=global_step)
             state = {
                 "model": model.state_dict(),
