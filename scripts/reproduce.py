@@ -81,15 +81,19 @@ def run_sequence(jobs: list[tuple[str, str, list[str]]], output_root: Path, dry_
     return 0
 
 
-def reproduce_coco(data_root: Path, extra: list[str], output_root: Path, dry_run: bool) -> int:
-    missing = missing_coco(data_root)
+def data_found(what: str, missing: list[Path], name: str) -> bool:
+    """False (after a message naming the paths and ``make data-<name>``) if anything is missing."""
     if missing:
         print(
-            "error: MSCOCO 2014 data not found: "
-            + ", ".join(str(p) for p in missing)
-            + "\nRun `make data-coco` (downloads into data/coco) or pass --data-root /path/to/coco.",
+            f"error: {what} data not found: {', '.join(str(p) for p in missing)}\n"
+            f"Run `make data-{name}` (downloads into data/{name}) or pass --data-root /path/to/{name}.",
             file=sys.stderr,
         )
+    return not missing
+
+
+def reproduce_coco(data_root: Path, extra: list[str], output_root: Path, dry_run: bool) -> int:
+    if not data_found("MSCOCO 2014", missing_coco(data_root), "coco"):
         return 2
     jobs = [
         (name, "matbackprop.train", [f"experiment={name}", f"data.root={data_root}", *extra])
@@ -118,14 +122,7 @@ def missing_bsds(root: Path) -> list[Path]:
 
 
 def reproduce_bsds(data_root: Path, extra: list[str], output_root: Path, dry_run: bool) -> int:
-    missing = missing_bsds(data_root)
-    if missing:
-        print(
-            "error: BSDS500 data not found: "
-            + ", ".join(str(p) for p in missing)
-            + "\nRun `make data-bsds` (downloads into data/bsds) or pass --data-root /path/to/bsds.",
-            file=sys.stderr,
-        )
+    if not data_found("BSDS500", missing_bsds(data_root), "bsds"):
         return 2
 
     def args(name: str) -> list[str]:
