@@ -15,7 +15,6 @@ pixel-level tables per threshold) on a few images. Prints a table and writes ``O
 from __future__ import annotations
 
 import argparse
-import csv
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import scipy.io as sio
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial import cKDTree
 
+from matbackprop.engine.records import write_csv
 from matbackprop.evaluation import covering as C
 
 
@@ -126,11 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['method']:36s} {r['n_images']:6d} {r['workers']:7d} "
               f"{r['seconds']:8.2f} {r['s_per_image']:8.4f}")  # fmt: skip
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "covering.csv", "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
-        wr.writeheader()
-        wr.writerows(rows)
+    write_csv(out / "covering.csv", rows, list(rows[0]))
     print(f"\nwrote {out / 'covering.csv'}")
     return 0
 

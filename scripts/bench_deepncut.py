@@ -14,7 +14,6 @@ training on a Titan Z GPU (MATLAB). Prints a table and writes ``outputs/bench/de
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import statistics
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 from matbackprop.engine.optim import build_optimizer
+from matbackprop.engine.records import write_csv
 from matbackprop.models.deepncut import DeepNCut, ncut_loss_on_grid
 
 SETTINGS = [  # (label, trunk, taps, freeze_through, batch)
@@ -89,11 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['setting']:<32} {r['batch']:>5} {r['s_per_step']:>8.3f} {r['images_per_s']:>9.2f}"
         )
     print("target: >= 4 images/s on a 2-core CPU (paper: about 2-3 images/s on a Titan Z GPU)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.out, rows, list(rows[0]))
     print(f"[bench] wrote {args.out}")
     return 0
 

@@ -17,7 +17,6 @@ Prints a table and writes ``outputs/bench/spectral.csv``.
 from __future__ import annotations
 
 import argparse
-import csv
 import multiprocessing as mp
 import platform
 import resource
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from matbackprop.engine.records import write_csv
 from matbackprop.spectral import log_cov_pool, ncut_alignment_loss, sym_logm
 
 OUT = Path("outputs/bench/spectral.csv")
@@ -261,12 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     rows += bench_ncut(args.device, sizes, [64, 256], reps=1 if args.quick else 3)
 
     print_table(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]) + ["device"])
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, "device": f"{args.device} ({dev_name})"})
+    device = f"{args.device} ({dev_name})"
+    write_csv(args.out, [{**r, "device": device} for r in rows], [*rows[0], "device"])
     print(f"wrote {args.out}")
 
 

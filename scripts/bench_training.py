@@ -13,7 +13,6 @@ the ratio to AlexNet (target: DeepO2P ≤ 1.3×) and writes ``outputs/bench/trai
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import statistics
 import time
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from matbackprop.engine.optim import build_optimizer
+from matbackprop.engine.records import write_csv
 from matbackprop.models.build import build_model
 
 MODELS = {
@@ -122,11 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['ratio_vs_alexnet']:>10.2f} {r['images_per_s']:>8.1f}"
         )
     print("target: DeepO2P ≤ 1.3× AlexNet")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.out, rows, list(rows[0]))
     print(f"[bench] wrote {args.out}")
     return 0
 

@@ -25,6 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from matbackprop.engine.records import write_csv  # noqa: E402
+
 # Paper numbers: SPEC §4 ("recalled, unverified"). `metrics`: key in metrics.csv -> label, and
 # whether lower is better. `rows`: row name -> {metric key: paper value}.
 TABLES: dict[str, dict[str, Any]] = {
@@ -146,12 +148,8 @@ def write_markdown(path: Path, spec: dict[str, Any], records: list[dict]) -> Non
     path.write_text("\n".join(lines))
 
 
-def write_csv(path: Path, records: list[dict]) -> None:
-    columns = list(records[0].keys()) if records else ["row"]
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(records)
+def write_records(path: Path, records: list[dict]) -> None:
+    write_csv(path, records, list(records[0]) if records else ["row"])
 
 
 def plot_curves(path: Path, spec: dict[str, Any], runs: list[dict[str, Any]]) -> None:
@@ -232,12 +230,12 @@ def main(argv: list[str] | None = None) -> int:
                 "best_val_error": best,
             }
         )
-    write_csv(args.out / "runs.csv", everything)
+    write_records(args.out / "runs.csv", everything)
 
     for table_id, spec in TABLES.items():
         records = build_table(table_id, spec, runs)
         write_markdown(args.out / f"{table_id}.md", spec, records)
-        write_csv(args.out / f"{table_id}.csv", records)
+        write_records(args.out / f"{table_id}.csv", records)
         mine = [r for r in runs if (r["cfg"].get("paper") or {}).get("table") == table_id]
         if mine:
             plot_curves(args.out / f"{table_id}_curves.png", spec, mine)

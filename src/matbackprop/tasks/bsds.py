@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from matbackprop.data.bsds import BSDS
 from matbackprop.data.synthetic import ensure_generated, make_synthetic_bsds
-from matbackprop.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from matbackprop.data.transforms import normalize
 from matbackprop.engine.checkpoint import seed_worker
 from matbackprop.engine.logging import Figure, Table
 from matbackprop.evaluation.covering import collect, evaluate_segs
@@ -40,10 +40,7 @@ SUMMARY = ("cover_ods", "cover_ois", "cover_best", "pri_ods", "pri_ois", "vi_ods
 
 def to_tensor(image: np.ndarray) -> Tensor:
     """uint8 (H, W, 3) -> ImageNet-normalised float32 (3, H, W)."""
-    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1) / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (x - mean) / std
+    return torch.from_numpy(normalize(image))
 
 
 class TrainImages(Dataset):
