@@ -158,3 +158,17 @@ def test_reproduce_bsds_stops_without_data(tmp_path, capsys):
     )
     assert code == 2
     assert "make data-bsds" in capsys.readouterr().err
+
+
+def test_same_size_batches():
+    from matbackprop.tasks.bsds import SameSizeBatches
+
+    sizes = [(3, 4)] * 5 + [(4, 3)] * 3
+    sampler = SameSizeBatches(sizes, batch_size=2)
+    state = torch.random.get_rng_state()
+    assert len(sampler) == 3 + 2
+    assert torch.equal(torch.random.get_rng_state(), state)  # len() draws nothing
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(8))
+    assert all(len({sizes[i] for i in b}) == 1 for b in batches)  # one orientation per batch
