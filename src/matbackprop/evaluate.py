@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from matbackprop.engine.checkpoint import load_checkpoint, seed_everything, write_json_atomic
 from matbackprop.engine.records import append_metrics, save_config, truncate_metrics
-from matbackprop.engine.trainer import _split, resolve_device, write_media
+from matbackprop.engine.trainer import resolve_device, split_metrics, write_media
 from matbackprop.tasks import DataError, task_factory
 
 
@@ -47,18 +47,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         epoch = int(ckpt.get("epoch", -1))
     model = model.to(resolve_device(str(cfg.trainer.get("device", "auto")))).eval()
     with torch.no_grad():
-        scalars, media = _split(task.evaluate(model, max(epoch, 0)))
+        scalars, media = split_metrics(task.evaluate(model, max(epoch, 0)))
     row = {"epoch": epoch, **scalars}
     prefix = ""
     if which == "none":  # an untrained model: this row is the run's whole record
         save_config(cfg, run_dir / "config.yaml")
-        truncate_metrics(run_dir / "metrics.csv", epoch)  # a re-evaluation replaces its row
+        for csv_path in [run_dir / "metrics.csv", *(run_dir / "tables").glob("*_by_epoch.csv")]:
+            truncate_metrics(csv_path, epoch)  # a re-evaluation replaces its rows
         append_metrics(run_dir / "metrics.csv", row)
     else:  # a trained run: leave its training record alone
         prefix = f"eval_{which}_"
-    if which == "none":
-        for csv_path in (run_dir / "tables").glob("*_by_epoch.csv"):
-            truncate_metrics(csv_path, epoch)
     write_media(run_dir, media, epoch, prefix)
     write_json_atomic({"checkpoint": which, **row}, run_dir / "eval.json")
     shown = ", ".join(f"{k}={v:.4g}" for k, v in scalars.items() if isinstance(v, float))

@@ -138,7 +138,7 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast("cuda", dtype=dtype)
 
 
-def _split(metrics: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+def split_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
     scalars, media = {}, {}
     for k, v in metrics.items():
         if isinstance(v, (Table, Confusion, Figure)):
@@ -312,7 +312,7 @@ def fit(cfg: DictConfig, make_task: Callable[[DictConfig], Task], run_dir: str |
             if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
                 model.eval()
                 with torch.no_grad():
-                    scalars, media = _split(task.evaluate(model, epoch))
+                    scalars, media = split_metrics(task.evaluate(model, epoch))
                 row.update(scalars)
             row.update(time_s=time.time() - t0, train_time_s=train_time)
             improved = monitor in row and (
