@@ -25,9 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import scipy.io as sio
 from PIL import Image
 from torch.utils.data import Dataset
+
+from matbackprop import matio
 
 SPLITS = {
     500: {"train": ("train",), "val": ("val",), "test": ("test",), "trainval": ("train", "val")},
@@ -36,41 +37,13 @@ SPLITS = {
 _HINT = "run `make data-bsds` (scripts/download_bsds.py --root data/bsds) to download BSDS500"
 
 
-def _unwrap(x):
-    """Strip the 1×1 object wrappers ``loadmat`` puts around MATLAB cell/struct values."""
-    while isinstance(x, np.ndarray) and x.dtype == object and x.size == 1:
-        x = x.flat[0]
-    return x
-
-
 def load_groundtruth(path: str | os.PathLike) -> list[np.ndarray]:
     """All human segmentations of one image from a BSDS ``groundTruth`` .mat file.
 
     The variable ``groundTruth`` is a 1×K (or K×1) cell of structs with a ``Segmentation``
-    field. Shape: -> K × (H, W) uint16.
+    field (read by :func:`matbackprop.matio.load_groundtruth`). Shape: -> K × (H, W) uint16.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ground-truth file not found: {path}")
-    try:
-        d = sio.loadmat(str(path))
-    except Exception as e:  # scipy raises several types on corrupt files
-        raise ValueError(f"could not read MATLAB file {path}: {e}") from e
-    if "groundTruth" not in d:
-        raise ValueError(f"{path}: no variable 'groundTruth'")
-    cell = np.asarray(d["groundTruth"])
-    out = []
-    for s in range(cell.size):
-        e = _unwrap(cell.flat[s])
-        if "Segmentation" not in (getattr(getattr(e, "dtype", None), "names", None) or ()):
-            raise ValueError(f"{path}: groundTruth entry {s + 1} has no 'Segmentation' field")
-        seg = np.asarray(_unwrap(e["Segmentation"]))
-        if seg.ndim != 2:
-            raise ValueError(f"{path}: Segmentation {s + 1} has shape {seg.shape}")
-        out.append(seg.astype(np.uint16))
-    if not out:
-        raise ValueError(f"{path}: groundTruth is empty")
-    return out
+    return [seg.astype(np.uint16) for seg in matio.load_groundtruth(path)]
 
 
 def find_data_dir(root: str | os.PathLike) -> tuple[Path, str]:

@@ -41,11 +41,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.io as sio
 from scipy import ndimage as ndi
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
+
+from matbackprop.matio import cell_items, loadmat, unwrap
+from matbackprop.matio import load_groundtruth as load_gt_mat
 
 SUMMARY_KEYS = ("cover_ods", "cover_ois", "cover_best", "pri_ods", "pri_ois", "vi_ods", "vi_ois")
 _EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity, as MATLAB's bwlabel default
@@ -470,69 +472,17 @@ def collect(results: Sequence[ImageEval], text_roundtrip: bool = True) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _cell_items(cell) -> list:
-    """Entries of a MATLAB cell or struct array loaded by ``scipy.io.loadmat`` (1×K or K×1)."""
-    a = np.asarray(cell)
-    if a.dtype == object or a.dtype.names:
-        return [a.flat[i] for i in range(a.size)]
-    return [a]
-
-
-def _unwrap(x):
-    """Strip the 1×1 object/struct wrappers ``loadmat`` puts around MATLAB values."""
-    while isinstance(x, np.ndarray) and x.dtype == object and x.size == 1:
-        x = x.flat[0]
-    return x
-
-
-def _loadmat(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    try:
-        return sio.loadmat(str(path))
-    except Exception as e:  # scipy raises several types for corrupt files
-        raise ValueError(f"could not read MATLAB file {path}: {e}") from e
-
-
-def load_gt_mat(path: str | os.PathLike) -> list[np.ndarray]:
-    """Human segmentations from a BSDS ``groundTruth`` .mat (a cell of structs).
-
-    Shape: -> S × (H, W) uint16
-    """
-    path = Path(path)
-    d = _loadmat(path)
-    if "groundTruth" not in d:
-        raise ValueError(
-            f"{path}: no variable 'groundTruth' (found {sorted(k for k in d if not k.startswith('__'))})"
-        )
-    out = []
-    for s, e in enumerate(_cell_items(d["groundTruth"])):
-        e = _unwrap(e)
-        names = getattr(getattr(e, "dtype", None), "names", None) or ()
-        if "Segmentation" not in names:
-            raise ValueError(f"{path}: groundTruth entry {s + 1} has no 'Segmentation' field")
-        seg = np.asarray(_unwrap(e["Segmentation"]))
-        if seg.ndim != 2:
-            raise ValueError(
-                f"{path}: groundTruth entry {s + 1} Segmentation has shape {seg.shape}"
-            )
-        out.append(seg)
-    if not out:
-        raise ValueError(f"{path}: groundTruth cell is empty")
-    return out
-
-
 def load_result_mat(path: str | os.PathLike, kind: str = "auto"):
     """Machine result from a .mat: ``('segs', [K label maps])`` or ``('ucm2', array)``."""
     path = Path(path)
     if kind not in ("auto", "segs", "ucm2"):
         raise ValueError(f"kind must be 'auto', 'segs' or 'ucm2', got {kind!r}")
-    d = _loadmat(path)
+    d = loadmat(path)
     found = sorted(k for k in d if not k.startswith("__"))
     if kind in ("auto", "ucm2") and "ucm2" in d:
         return "ucm2", np.asarray(d["ucm2"], dtype=np.float64)
     if kind in ("auto", "segs") and "segs" in d:
-        return "segs", [np.asarray(_unwrap(s)) for s in _cell_items(d["segs"])]
+        return "segs", [np.asarray(unwrap(s)) for s in cell_items(d["segs"])]
     want = "'ucm2' or 'segs'" if kind == "auto" else repr(kind)
     raise ValueError(f"{path}: no variable {want} (found {found})")
 
