@@ -131,11 +131,15 @@ def _check_compatible(saved: Mapping[str, Any], cfg: DictConfig, run_dir: Path) 
 
 
 def _autocast(device: torch.device, precision: str):
-    """bf16/fp16 autocast on CUDA only; CPU always runs in float32 (AMP off)."""
-    if device.type != "cuda" or precision in ("32", "fp32", "float32"):
+    """``trainer.precision``: ``"32"`` (no autocast), ``bf16`` (CUDA and CPU autocast) or
+    ``"16"`` / ``fp16`` (CUDA only, with a GradScaler). The structured layers leave autocast
+    themselves and run in float32/float64 (``matbackprop.spectral``)."""
+    if precision in ("32", "fp32", "float32"):
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "16": torch.float16, "fp16": torch.float16}[precision]
-    return torch.autocast("cuda", dtype=dtype)
+    if device.type != "cuda" and dtype == torch.float16:
+        raise ValueError("trainer.precision=16 needs CUDA; use bf16 on CPU")
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def split_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
