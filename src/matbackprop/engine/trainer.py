@@ -60,6 +60,7 @@ from matbackprop.engine.records import (
     truncate_metrics,
     write_csv,
 )
+from matbackprop.errors import RunFolderError  # noqa: F401  (re-exported)
 
 
 class Task(Protocol):
@@ -73,10 +74,6 @@ class Task(Protocol):
     def train_step(self, model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, float]]: ...
 
     def evaluate(self, model: nn.Module, epoch: int) -> dict[str, Any]: ...
-
-
-class RunFolderError(ValueError):
-    """The run folder holds a run of a different experiment (or an unreadable checkpoint)."""
 
 
 @dataclass

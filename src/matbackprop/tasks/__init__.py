@@ -10,10 +10,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-
-class DataError(Exception):
-    """Data missing or unreadable. The message names the path and how to get the data;
-    ``python -m matbackprop.train`` prints it and exits with code 2 (no traceback)."""
+from matbackprop.errors import DataError  # noqa: F401  (re-exported: tasks raise it)
 
 
 def task_factory(name: str) -> Callable[[Any], Any]:
