@@ -30,3 +30,16 @@ class CheckpointError(UserError, ValueError):
 
 class RunFolderError(UserError, ValueError):
     """The run folder holds another experiment, is locked by another command, or is corrupt."""
+
+
+class DivergedError(UserError):
+    """Training diverged (non-finite loss or gradient, or the structured layer's input blew up);
+    the message gives the step and what to change (``optim.lr``, ``trainer.clip``)."""
+
+    exit_code = 3
+
+
+UserError.exit_code = EXIT_USER_ERROR  # entry points exit with ``err.exit_code``
+
+EXIT_DIVERGED = DivergedError.exit_code
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM / SIGUSR1 / SIGUSR2 after a checkpoint; rerun to continue

@@ -119,3 +119,14 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def all_reduce_max(values: list[float], device: torch.device | str = "cpu") -> list[float]:
+    """Element-wise maximum over ranks (one small all-reduce; identity on one process)."""
+    if not is_initialized():
+        return list(values)
+    t = torch.tensor(
+        values, dtype=torch.float64 if device == "cpu" else torch.float32, device=device
+    )
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
