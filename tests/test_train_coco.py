@@ -133,7 +133,7 @@ def test_logger_finished_with_exit_code_on_failure(tmp_path, data_root, monkeypa
 
     def broken_task(cfg):
         task = make(cfg)
-        task.train_step = lambda model, batch: (torch.tensor(float("nan")), {})
+        task.train_step = lambda model, batch: (torch.tensor(float("nan"), requires_grad=True), {})
         return task
 
     with pytest.raises(FloatingPointError, match="non-finite"):
@@ -143,7 +143,9 @@ def test_logger_finished_with_exit_code_on_failure(tmp_path, data_root, monkeypa
 
 def test_missing_and_corrupt_data(tmp_path):
     missing = tmp_path / "nowhere"
-    cfg = compose_coco([f"data.root={missing}", f"run_dir={tmp_path / 'run'}", "logger=none"])
+    cfg = compose_coco(
+        [f"data.root={missing}", f"run_dir={tmp_path / 'run'}", "logger=none", "trainer.device=cpu"]
+    )
     with pytest.raises(DataError, match="make data-coco") as err:
         run(cfg)
     assert str(missing) in str(err.value)
@@ -152,7 +154,9 @@ def test_missing_and_corrupt_data(tmp_path):
     for sub in ("annotations", "train2014", "val2014"):
         (root / sub).mkdir(parents=True)
     (root / "annotations" / "instances_val2014.json").write_text("{}")
-    cfg = compose_coco([f"data.root={root}", f"run_dir={tmp_path / 'run'}", "logger=none"])
+    cfg = compose_coco(
+        [f"data.root={root}", f"run_dir={tmp_path / 'run'}", "logger=none", "trainer.device=cpu"]
+    )
     with pytest.raises(DataError, match="instances_train2014.json"):
         run(cfg)
     (root / "annotations" / "instances_train2014.json").write_text('{"images": [tru')
@@ -170,6 +174,7 @@ def test_cli_missing_data_exits_2_with_message(tmp_path):
             f"data.root={tmp_path / 'nope'}",
             f"output_root={tmp_path}",
             "logger=none",
+            "trainer.device=cpu",
         ],
         cwd=ROOT,
         env=env,

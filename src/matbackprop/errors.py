@@ -32,7 +32,7 @@ class RunFolderError(UserError, ValueError):
     """The run folder holds another experiment, is locked by another command, or is corrupt."""
 
 
-class DivergedError(UserError):
+class DivergedError(UserError, FloatingPointError):
     """Training diverged (non-finite loss or gradient, or the structured layer's input blew up);
     the message gives the step and what to change (``optim.lr``, ``trainer.clip``)."""
 

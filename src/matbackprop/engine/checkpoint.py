@@ -64,6 +64,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s data order: a fixed mix of (seed, epoch), independent of
+    the global RNG, the number of processes and the resume point."""
+    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + 12_345) % 2**63
+
+
 def seed_worker(worker_id: int) -> None:
     """``DataLoader(worker_init_fn=...)``: seed NumPy/Python from the worker's torch seed."""
     seed = torch.initial_seed() % 2**32

@@ -137,6 +137,8 @@ CHANGEABLE_KEYS = (
     "trainer.on_nonfinite",
     "trainer.max_nonfinite",
     "trainer.precision",
+    "trainer.find_unused_parameters",
+    "trainer.cudnn_benchmark",
 )
 _SCHEDULE_KEYS = {k for k in CHANGEABLE_KEYS if k.startswith("optim.")} | {"trainer.epochs"}
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
@@ -665,12 +667,15 @@ def _epoch_means(run: _Run) -> dict[str, float]:
     return out
 
 
-def _write_status(run: _Run, finished: bool, step_in_epoch: int | None, **extra) -> None:
+def _write_status(
+    run: _Run, finished: bool, step_in_epoch: int | None, epochs_done: int | None = None, **extra
+) -> None:
     if not run.main:
         return
     path = run.run_dir / "status.json"
     old = read_status(run.run_dir) or {}
-    epochs_done = run.epoch + (0 if step_in_epoch is not None else 1)
+    if epochs_done is None:
+        epochs_done = run.epoch + (0 if step_in_epoch is not None else 1)
     status = {
         **{k: v for k, v in old.items() if k in ("last", "final")},
         "epochs_done": epochs_done,
@@ -815,7 +820,9 @@ def _fit(cfg, make_task, run_dir: Path, device: torch.device, precision: str) ->
     exit_code, stopped = 1, False
     try:
         if run.main:
-            _write_status(run, finished=False, step_in_epoch=start_step if start_step else None)
+            _write_status(
+                run, finished=False, step_in_epoch=start_step or None, epochs_done=start
+            )
         for epoch in range(start, epochs):
             run.epoch = epoch
             t0 = time.time()

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from matbackprop.data.bsds import BSDS
 from matbackprop.data.synthetic import ensure_generated, make_synthetic_bsds
 from matbackprop.data.transforms import normalize
-from matbackprop.engine.checkpoint import seed_worker
+from matbackprop.engine.checkpoint import epoch_seed, seed_worker
 from matbackprop.engine.logging import Figure, Table
 from matbackprop.evaluation.covering import collect, evaluate_segs
 from matbackprop.evaluation.segment import segment_from_features, write_segs
@@ -73,23 +73,35 @@ class TrainImages(Dataset):
 
 
 class SameSizeBatches(torch.utils.data.Sampler):
-    """Shuffled batches of images of one size (landscape and portrait are never mixed)."""
+    """Shuffled batches of images of one size (landscape and portrait are never mixed).
 
-    def __init__(self, sizes: list[tuple[int, int]], batch_size: int, shuffle: bool = True):
+    The order is drawn from ``generator`` (a seeded ``torch.Generator``; default: the global RNG).
+    """
+
+    def __init__(
+        self,
+        sizes: list[tuple[int, int]],
+        batch_size: int,
+        shuffle: bool = True,
+        generator: torch.Generator | None = None,
+    ):
         self.sizes, self.batch_size, self.shuffle = sizes, batch_size, shuffle
+        self.generator = generator
 
     def _batches(self) -> list[list[int]]:
-        order = torch.randperm(len(self.sizes)).tolist() if self.shuffle else range(len(self.sizes))
+        g = self.generator
+        n = len(self.sizes)
+        order = torch.randperm(n, generator=g).tolist() if self.shuffle else range(n)
         groups: dict[tuple[int, int], list[int]] = {}
         for i in order:
             groups.setdefault(self.sizes[i], []).append(i)
         batches = [
-            g[j : j + self.batch_size]
-            for g in groups.values()
-            for j in range(0, len(g), self.batch_size)
+            g_[j : j + self.batch_size]
+            for g_ in groups.values()
+            for j in range(0, len(g_), self.batch_size)
         ]
         if self.shuffle:
-            batches = [batches[j] for j in torch.randperm(len(batches)).tolist()]
+            batches = [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
         return batches
 
     def __iter__(self):
@@ -157,13 +169,28 @@ class BsdsTask:
     def build_model(self) -> nn.Module:
         return build_deepncut(self.cfg.model)
 
-    def train_loader(self) -> DataLoader:
-        d, t = self.cfg.data, self.cfg.trainer
-        items = TrainImages(self.train_set, d.get("human", "random"), bool(d.get("hflip", True)))
-        workers = int(t.get("workers", 0))
+    def _train_items(self) -> TrainImages:
+        if getattr(self, "train_items", None) is None:
+            d = self.cfg.data
+            self.train_items = TrainImages(
+                self.train_set, d.get("human", "random"), bool(d.get("hflip", True))
+            )
+        return self.train_items
+
+    def train_batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's global batches (one image size each), seeded by (trainer.seed, epoch)."""
+        t = self.cfg.trainer
+        g = torch.Generator().manual_seed(epoch_seed(int(t.get("seed", 0)), epoch))
+        return SameSizeBatches(self._train_items().sizes, int(t.batch_size), generator=g)._batches()
+
+    def train_loader(self, epoch: int, batches: list[list[int]]) -> DataLoader:
+        items = self._train_items()
+        if hasattr(items, "set_epoch"):
+            items.set_epoch(epoch)
+        workers = int(self.cfg.trainer.get("workers", 0))
         return DataLoader(
             items,
-            batch_sampler=SameSizeBatches(items.sizes, int(t.batch_size)),
+            batch_sampler=batches,
             num_workers=workers,
             worker_init_fn=seed_worker if workers else None,
             pin_memory=torch.cuda.is_available(),

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from matbackprop.data.coco_regions import CocoRegions
 from matbackprop.data.synthetic import ensure_generated, make_synthetic_coco
-from matbackprop.engine.checkpoint import seed_worker
+from matbackprop.engine.checkpoint import epoch_seed, seed_worker
 from matbackprop.engine.logging import Confusion, Table
 from matbackprop.models.build import build_model
 from matbackprop.tasks import DataError
@@ -163,23 +163,36 @@ class CocoTask:
     def build_model(self) -> nn.Module:
         return build_model(self.cfg.model, self.num_classes)
 
-    def _loader(self, dataset, train: bool) -> DataLoader:
+    def _loader(self, dataset, train: bool, batches: list[list[int]] | None = None) -> DataLoader:
         t = self.cfg.trainer
-        bs = int(t.batch_size) if train else int(t.get("eval_batch_size") or t.batch_size)
         workers = int(t.get("workers", 0))
-        return DataLoader(
-            dataset,
-            batch_size=bs,
-            shuffle=train,
-            drop_last=train and len(dataset) > bs,  # no size-1 last batch for BatchNorm
+        common = dict(
             num_workers=workers,
             worker_init_fn=seed_worker if workers else None,
             persistent_workers=False,
             pin_memory=torch.cuda.is_available(),
         )
+        if batches is not None:
+            return DataLoader(dataset, batch_sampler=batches, **common)
+        bs = int(t.get("eval_batch_size") or t.batch_size)
+        return DataLoader(dataset, batch_size=bs, shuffle=False, **common)
 
-    def train_loader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
+    def train_batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's global batches: a permutation seeded by (trainer.seed, epoch) alone, cut
+        into ``trainer.batch_size`` pieces (the last, smaller one dropped when there are several:
+        no size-1 batch for BatchNorm)."""
+        n, bs = len(self.train_set), int(self.cfg.trainer.batch_size)
+        g = torch.Generator().manual_seed(epoch_seed(int(self.cfg.trainer.get("seed", 0)), epoch))
+        order = torch.randperm(n, generator=g).tolist()
+        batches = [order[i : i + bs] for i in range(0, n, bs)]
+        if len(batches) > 1 and len(batches[-1]) < bs:
+            batches.pop()
+        return batches
+
+    def train_loader(self, epoch: int, batches: list[list[int]]) -> DataLoader:
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
+        return self._loader(self.train_set, train=True, batches=batches)
 
     def train_step(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float]]:
         logits = model(batch["image"], batch["mask"])  # (B, K)
