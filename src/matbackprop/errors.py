@@ -42,4 +42,6 @@ class DivergedError(UserError, FloatingPointError):
 UserError.exit_code = EXIT_USER_ERROR  # entry points exit with ``err.exit_code``
 
 EXIT_DIVERGED = DivergedError.exit_code
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM / SIGUSR1 / SIGUSR2 after a checkpoint; rerun to continue
+EXIT_PREEMPTED = (
+    75  # EX_TEMPFAIL: stopped by SIGTERM / SIGUSR1 / SIGUSR2 after a checkpoint; rerun to continue
+)

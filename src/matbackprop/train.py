@@ -2,12 +2,18 @@
 
     python -m matbackprop.train experiment=table1_deepo2p_fc optim.lr=0.005 data.root=/data/coco
     python -m matbackprop.train experiment=demo_coco_deepo2p          # synthetic data, CPU
+    torchrun --nproc_per_node=8 -m matbackprop.train experiment=table1_deepo2p_fc   # one node, 8 GPUs
+    python -m matbackprop.train -m experiment=table1_deepo2p optim.lr=0.01,0.001    # a sweep
 
 The run folder is ``${run_dir}`` = ``outputs/<task>/<run_name>`` (``config.yaml``,
-``metrics.csv``, ``last.pt``, ``best.pt``, ``tables/``, ``wandb/``); the same command again
-resumes it, or says it is finished. ``task`` picks ``matbackprop.tasks.<task>``.
-Exit codes: 0 done, 2 missing/corrupt data or an incompatible run folder (message, no
-traceback).
+``metrics.csv``, ``status.json``, ``last.pt``, ``best.pt``, ``tables/``, ``wandb/``); the same
+command again resumes it (to the step), or says it is finished. In a sweep each job gets
+``<run_name>/<overrides>``. ``task`` picks ``matbackprop.tasks.<task>``.
+
+Exit codes: 0 done; 2 missing/corrupt data, bad checkpoint or config value, run folder of
+another experiment or in use (one message, no traceback); 3 training diverged (non-finite
+loss / gradient; the message says what to change); 75 stopped by SIGTERM / SIGUSR1 / SIGUSR2
+after writing a checkpoint (rerun, or requeue, to continue); 1 a bug (traceback).
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from matbackprop.engine.trainer import FitResult, RunFolderError, fit
-from matbackprop.tasks import DataError, task_factory
+from matbackprop.engine.sweep import in_multirun, name_sweep_job
+from matbackprop.engine.trainer import FitResult, Preempted, RunFolderError, fit  # noqa: F401
+from matbackprop.errors import EXIT_PREEMPTED, UserError
+from matbackprop.tasks import DataError, task_factory  # noqa: F401
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -31,9 +39,20 @@ def run(cfg: DictConfig) -> FitResult:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="coco")
 def main(cfg: DictConfig) -> None:
+    cfg = name_sweep_job(cfg)
     try:
         result = run(cfg)
-    except (DataError, FileNotFoundError, RunFolderError) as err:
+    except Preempted as err:
+        print(f"[train] stopped: {err}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_PREEMPTED)
+    except UserError as err:
+        if in_multirun():  # Hydra records the failed job and the sweep goes on
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except FileNotFoundError as err:
+        if in_multirun():
+            raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     if result.best is not None:

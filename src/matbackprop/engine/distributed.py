@@ -22,8 +22,21 @@ import torch.distributed as dist
 
 
 def env_world_size() -> int:
-    """``WORLD_SIZE`` from the environment (1 when not launched by torchrun)."""
+    """``WORLD_SIZE`` from the environment (1 when not launched by torchrun). A job of several
+    SLURM tasks started by submitit (``hydra/launcher=slurm``) exports torchrun's variables
+    from SLURM's first."""
+    _export_submitit_env()
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _export_submitit_env() -> None:
+    if "WORLD_SIZE" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        return
+    if not any(k.startswith("SUBMITIT_") for k in os.environ):
+        return
+    from submitit.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
 def is_initialized() -> bool:

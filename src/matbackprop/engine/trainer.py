@@ -820,9 +820,7 @@ def _fit(cfg, make_task, run_dir: Path, device: torch.device, precision: str) ->
     exit_code, stopped = 1, False
     try:
         if run.main:
-            _write_status(
-                run, finished=False, step_in_epoch=start_step or None, epochs_done=start
-            )
+            _write_status(run, finished=False, step_in_epoch=start_step or None, epochs_done=start)
         for epoch in range(start, epochs):
             run.epoch = epoch
             t0 = time.time()
