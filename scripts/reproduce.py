@@ -1,14 +1,22 @@
 #!/usr/bin/env python
-"""Reproduce a paper table on real data, one training run after another.
+"""Reproduce a paper table on real data: its rows as one sweep.
 
-    python scripts/reproduce.py coco [--data-root data/coco] [-- extra Hydra overrides]
-    python scripts/reproduce.py coco --dry-run          # print the commands only
+    python scripts/reproduce.py coco [--data-root data/coco] [extra Hydra overrides ...]
+    python scripts/reproduce.py coco --keep-going        # a failing (diverging) row does not stop the rest
+    python scripts/reproduce.py coco --launcher slurm hydra.launcher.partition=gpu   # rows in parallel
+    python scripts/reproduce.py coco --dry-run           # print the commands only
 
-``coco``: the six deep rows of Table 1 (``conf/experiment/table1_*.yaml``) in sequence, each as
-``python -m matbackprop.train experiment=<name> data.root=<root>``. Finished runs are skipped,
-partial ones resume (the trainer resumes from the run folder's last checkpoint); the first
-failing run stops the script with its exit code. Missing data stops it at once (exit 2) with a
-message naming ``make data-coco``. Then ``make tables``.
+``coco``: the six deep rows of Table 1 (``conf/experiment/table1_*.yaml``), each as
+``python -m matbackprop.train experiment=<name> data.root=<root>``. By default the rows run one
+after another in this process (finished runs are skipped, partial ones resume to the step);
+the first failing row stops the script with its exit code, unless ``--keep-going``, which
+runs every row and lists the failed ones at the end (exit 1 if any failed).
+``--launcher slurm`` (or ``local``) instead submits all rows as one Hydra multirun
+(``python -m matbackprop.train -m experiment=a,b,... hydra/launcher=slurm``): the rows run in
+parallel as SLURM jobs (``conf/hydra/launcher/slurm.yaml``: one node, 8 GPUs, DDP, requeue
+on preemption), a failing row never stops the others, and Hydra's sweep report lists them.
+Missing data stops it at once (exit 2) with a message naming ``make data-coco``. Then
+``make tables``.
 
 ``bsds``: the Table 2 rows (``conf/experiment/table2_*.yaml``, BSDS500: train on train+val,
 evaluate on test): the not-fine-tuned NCut baselines with ``python -m matbackprop.evaluate``
@@ -60,8 +68,12 @@ def is_finished(run_dir: Path) -> bool:
     return status.is_file() and bool(json.loads(status.read_text()).get("finished"))
 
 
-def run_sequence(jobs: list[tuple[str, str, list[str]]], output_root: Path, dry_run: bool) -> int:
-    """Run (name, module, hydra args) jobs in order; finished runs are skipped; stop at a failure."""
+def run_sequence(
+    jobs: list[tuple[str, str, list[str]]], output_root: Path, dry_run: bool, keep_going: bool
+) -> int:
+    """Run (name, module, hydra args) jobs in order; finished runs are skipped. The first
+    failure stops the sequence (its exit code is returned) unless ``keep_going``."""
+    failed: list[tuple[str, int]] = []
     for i, (name, module, hydra_args) in enumerate(jobs, 1):
         task = "bsds" if name.startswith("table2") else "coco"
         run_dir = output_root / task / name
@@ -76,9 +88,38 @@ def run_sequence(jobs: list[tuple[str, str, list[str]]], output_root: Path, dry_
             continue
         code = subprocess.call(cmd, cwd=ROOT)
         if code != 0:
-            print(f"[reproduce] {name} failed with exit code {code}; stopping", file=sys.stderr)
-            return code
+            if not keep_going:
+                print(f"[reproduce] {name} failed with exit code {code}; stopping", file=sys.stderr)
+                return code
+            print(f"[reproduce] {name} failed with exit code {code}; going on", file=sys.stderr)
+            failed.append((name, code))
+    if failed:
+        print(
+            f"[reproduce] {len(failed)} of {len(jobs)} rows failed: "
+            + ", ".join(f"{n} (exit {c})" for n, c in failed),
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def run_sweep(
+    jobs: list[tuple[str, str, list[str]]], output_root: Path, dry_run: bool, launcher: str
+) -> int:
+    """All rows of one entry point as one Hydra multirun on ``launcher`` (rows in parallel)."""
+    code = 0
+    for module in dict.fromkeys(m for _, m, _ in jobs):
+        names = [n for n, m, _ in jobs if m == module]
+        args = next(a for _, m, a in jobs if m == module)
+        rest = [a for a in args if not a.startswith("experiment=")]
+        cmd = [
+            sys.executable, "-m", module, "-m", *rest, f"experiment={','.join(names)}",
+            f"hydra/launcher={launcher}", f"output_root={output_root}",
+        ]
+        print(f"[reproduce] {module} x {len(names)} rows: {' '.join(cmd[1:])}", flush=True)
+        if not dry_run:
+            code = subprocess.call(cmd, cwd=ROOT) or code
+    return code
 
 
 def data_found(what: str, missing: list[Path], name: str) -> bool:
@@ -92,14 +133,20 @@ def data_found(what: str, missing: list[Path], name: str) -> bool:
     return not missing
 
 
-def reproduce_coco(data_root: Path, extra: list[str], output_root: Path, dry_run: bool) -> int:
+def launch(jobs, output_root: Path, opts) -> int:
+    if opts.launcher == "sequential":
+        return run_sequence(jobs, output_root, opts.dry_run, opts.keep_going)
+    return run_sweep(jobs, output_root, opts.dry_run, opts.launcher)
+
+
+def reproduce_coco(data_root: Path, extra: list[str], output_root: Path, opts) -> int:
     if not data_found("MSCOCO 2014", missing_coco(data_root), "coco"):
         return 2
     jobs = [
         (name, "matbackprop.train", [f"experiment={name}", f"data.root={data_root}", *extra])
         for name in TABLE1
     ]
-    code = run_sequence(jobs, output_root, dry_run)
+    code = launch(jobs, output_root, opts)
     if code == 0:
         print("[reproduce] Table 1 runs done; `make tables` writes outputs/tables/table1.md")
     return code
@@ -121,7 +168,7 @@ def missing_bsds(root: Path) -> list[Path]:
     return [p for p in need if not p.is_dir()]
 
 
-def reproduce_bsds(data_root: Path, extra: list[str], output_root: Path, dry_run: bool) -> int:
+def reproduce_bsds(data_root: Path, extra: list[str], output_root: Path, opts) -> int:
     if not data_found("BSDS500", missing_bsds(data_root), "bsds"):
         return 2
 
@@ -130,7 +177,7 @@ def reproduce_bsds(data_root: Path, extra: list[str], output_root: Path, dry_run
 
     jobs = [(n, "matbackprop.evaluate", args(n)) for n in TABLE2_EVAL]
     jobs += [(n, "matbackprop.train", args(n)) for n in TABLE2_TRAIN]
-    code = run_sequence(jobs, output_root, dry_run)
+    code = launch(jobs, output_root, opts)
     if code == 0:
         print("[reproduce] Table 2 runs done; `make tables` writes outputs/tables/table2.md")
     return code
@@ -142,11 +189,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", type=Path, default=None, help="default: data/<table>")
     parser.add_argument("--output-root", type=Path, default=Path("outputs"))
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument(
+        "--keep-going", action="store_true", help="sequential: run every row even if one fails"
+    )
+    parser.add_argument(
+        "--launcher",
+        default="sequential",
+        choices=["sequential", "local", "slurm"],
+        help="sequential (default, this process) or a Hydra multirun on submitit local / SLURM",
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args(argv)
     data_root = (args.data_root or Path(f"data/{args.table}")).resolve()
     fn = reproduce_coco if args.table == "coco" else reproduce_bsds
-    return fn(data_root, args.overrides, args.output_root.resolve(), args.dry_run)
+    return fn(data_root, args.overrides, args.output_root.resolve(), args)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ after writing a checkpoint (rerun, or requeue, to continue); 1 a bug (traceback)
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def main(cfg: DictConfig) -> None:
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    if result.best is not None:
+    if result.best is not None and os.environ.get("RANK", "0") == "0":
         print(f"[train] {result.run_dir}: best {result.monitor} = {result.best:.4g}")
 
 

@@ -11,6 +11,8 @@ gradient — equal one process's over the concatenated batch.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -32,13 +34,17 @@ class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         sync = self.training and dist.is_available() and dist.is_initialized()
         if not sync:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
+        with warnings.catch_warnings():  # deprecated in favour of an API without autograd
+            warnings.simplefilter("ignore", FutureWarning)
+            from torch.distributed.nn.functional import all_reduce
 
         dims = [0, *range(2, x.dim())]
         xf = x.float()
         count = torch.full((1,), xf.numel() / xf.shape[1], dtype=xf.dtype, device=x.device)
         stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])  # (2C + 1,)
-        stats = all_reduce(stats)  # summed over ranks, differentiable
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            stats = all_reduce(stats)  # summed over ranks, differentiable
         c = x.shape[1]
         n = stats[-1]
         mean = stats[:c] / n  # (C,)

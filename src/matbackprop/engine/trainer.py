@@ -122,8 +122,9 @@ class Preempted(Exception):
         self.signame = signame
 
 
-# Keys that may change when a run is resumed (besides records.RESUMABLE_KEYS): they are
-# applied, recorded, and the lr schedule is re-planned.
+# Keys that may change when a run is resumed (besides records.RESUMABLE_KEYS). The first are
+# applied and recorded (and the lr schedule re-planned for the optim.* and epochs keys); the
+# operational ones are simply applied.
 CHANGEABLE_KEYS = (
     "optim.lr",
     "optim.schedule",
@@ -132,11 +133,13 @@ CHANGEABLE_KEYS = (
     "optim.min_lr_mult",
     "trainer.clip",
     "trainer.epochs",
+    "trainer.precision",
+    "trainer.on_nonfinite",
+)
+OPERATIONAL_KEYS = (
     "trainer.checkpoint_every",
     "trainer.max_steps",
-    "trainer.on_nonfinite",
     "trainer.max_nonfinite",
-    "trainer.precision",
     "trainer.find_unused_parameters",
     "trainer.cudnn_benchmark",
 )
@@ -458,6 +461,7 @@ class _Run:
                 f"[train] the checkpoint was written by {saved_world} process(es), this run has "
                 f"{self.world}: dropout randomness will differ from an uninterrupted run"
             )
+        self.saved_scheduler = ckpt["scheduler"]
         if changed:
             self.apply_changes(changed, start, step)
         else:
@@ -480,6 +484,11 @@ class _Run:
             }
         )
         self.pending_note = note
+        if self.main:
+            print(f"[train] resumed with changed settings: {note}")
+        if not set(changed) & _SCHEDULE_KEYS:
+            self.scheduler.load_state_dict(self.saved_scheduler)
+            return
         base = float(self.cfg.optim.lr)
         for g in self.optimizer.param_groups:
             g["initial_lr"] = base * g.get("lr_mult", 1.0)
@@ -490,7 +499,6 @@ class _Run:
         g0 = self.optimizer.param_groups[0]
         lr_now = g0["lr"] / g0.get("lr_mult", 1.0)
         if self.main:
-            print(f"[train] resumed with changed settings: {note}")
             print(f"[train] lr schedule re-planned: base lr {lr_now:.4g} for epoch {start + 1}")
             if self.epochs <= start and "trainer.epochs" in changed:
                 print("[train] trainer.epochs is not above the epochs done: nothing to train")
@@ -508,7 +516,7 @@ def _check_compatible(
 ) -> dict[str, tuple[Any, Any]]:
     """Raise unless only :data:`CHANGEABLE_KEYS` differ; returns those changes."""
     now = fingerprint(cfg)
-    changeable = lambda k: k in CHANGEABLE_KEYS  # noqa: E731
+    changeable = lambda k: k in CHANGEABLE_KEYS or k in OPERATIONAL_KEYS  # noqa: E731
     fixed = fingerprint_diff(
         {k: v for k, v in saved.items() if not changeable(k)},
         {k: v for k, v in now.items() if not changeable(k)},
@@ -518,7 +526,7 @@ def _check_compatible(
             f"run folder {run_dir} holds a checkpoint of a different experiment:\n  "
             + "\n  ".join(fixed[:20])
             + "\nUse another run_name=..., or delete the folder to start over. (These may "
-            "change on resume: " + ", ".join(k for k in CHANGEABLE_KEYS) + ".)"
+            "change on resume: " + ", ".join(CHANGEABLE_KEYS + OPERATIONAL_KEYS) + ".)"
         )
     missing = object()
     out = {}
