@@ -3,12 +3,11 @@ seconds (default 0.05), so that signal / kill tests can land inside an epoch on 
 The sleep changes no number. Used by tests/engine/test_scale.py only."""
 
 import os
-import sys
+import runpy
 import time
 
 import matbackprop.tasks.bsds as bsds
 import matbackprop.tasks.coco as coco
-from matbackprop.train import main
 
 DELAY = float(os.environ.get("MATBACKPROP_TEST_STEP_S", "0.05"))
 
@@ -24,6 +23,5 @@ def _slow(step):
 coco.CocoTask.train_step = _slow(coco.CocoTask.train_step)
 bsds.BsdsTask.train_step = _slow(bsds.BsdsTask.train_step)
 
-if __name__ == "__main__":
-    sys.argv[0] = "matbackprop.train"
-    main()
+if __name__ == "__main__":  # as `python -m matbackprop.train` (Hydra finds conf/ from its file)
+    runpy.run_module("matbackprop.train", run_name="__main__", alter_sys=True)
