@@ -56,6 +56,7 @@ import platform
 import signal
 import socket
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -393,6 +394,7 @@ class _Run:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
+            "epochs": self.epochs,
             "step_in_epoch": step_in_epoch,  # None: epoch finished
             "sums": dict(self.sums),
             "n_steps": self.n_steps,
@@ -438,6 +440,8 @@ class _Run:
         except ValueError as err:
             raise RunFolderError(f"{err}\nDelete {path} to restart this run.") from err
         changed = _check_compatible(ckpt["fingerprint"], self.cfg, self.run_dir)
+        if ckpt.get("epochs") is not None and int(ckpt["epochs"]) != self.epochs:
+            changed["trainer.epochs"] = (int(ckpt["epochs"]), self.epochs)
         self.module.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
@@ -494,8 +498,10 @@ class _Run:
             g["initial_lr"] = base * g.get("lr_mult", 1.0)
             g["lr"] = g["initial_lr"]
         self.scheduler = build_scheduler(self.optimizer, self.cfg.optim, self.epochs)
-        for _ in range(start):
-            self.scheduler.step()
+        with warnings.catch_warnings():  # fast-forward: no optimizer step is missing here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(start):
+                self.scheduler.step()
         g0 = self.optimizer.param_groups[0]
         lr_now = g0["lr"] / g0.get("lr_mult", 1.0)
         if self.main:
