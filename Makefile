@@ -13,7 +13,7 @@ DEVICE       ?= cpu
 export WANDB_SILENT ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint bench demo data-coco data-bsds reproduce-coco reproduce-bsds tables sync-wandb clean
+.PHONY: help install test lint bench demo data-coco data-bsds weights reproduce-coco reproduce-bsds tables sync-wandb clean
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ data-coco: install  ## Download MSCOCO 2014 train/val images + instance annotati
 
 data-bsds: install  ## Download the BSDS500 archive (BSR) into data/bsds
 	$(PY) scripts/download_bsds.py --root data/bsds
+
+weights: install  ## Pre-fetch AlexNet + VGG-16 ImageNet weights into TORCH_HOME (for nodes without internet)
+	$(PY) scripts/fetch_weights.py
 
 reproduce-coco: install  ## Table 1 (DeepO2P on MSCOCO) on real data [REPRO_ARGS="--data-root DIR overrides"]
 	$(PY) scripts/reproduce.py coco $(REPRO_ARGS)
