@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             w.get_state_dict(progress=True, check_hash=True)
         except Exception as err:  # URLError, HTTPError, a truncated or corrupt file
-            print(f"error: could not fetch {name} weights {w.url} -> {path}: {err}", file=sys.stderr)
+            print(
+                f"error: could not fetch {name} weights {w.url} -> {path}: {err}", file=sys.stderr
+            )
             code = 2
             continue
         print(f"[weights] {name}: {path} ({path.stat().st_size / 2**20:.0f} MiB)")

@@ -113,8 +113,14 @@ def run_sweep(
         args = next(a for _, m, a in jobs if m == module)
         rest = [a for a in args if not a.startswith("experiment=")]
         cmd = [
-            sys.executable, "-m", module, "-m", *rest, f"experiment={','.join(names)}",
-            f"hydra/launcher={launcher}", f"output_root={output_root}",
+            sys.executable,
+            "-m",
+            module,
+            "-m",
+            *rest,
+            f"experiment={','.join(names)}",
+            f"hydra/launcher={launcher}",
+            f"output_root={output_root}",
         ]
         print(f"[reproduce] {module} x {len(names)} rows: {' '.join(cmd[1:])}", flush=True)
         if not dry_run:

@@ -4,7 +4,6 @@ import urllib.error
 
 import torch
 import torchvision
-
 from tests.conftest import load_script
 
 
