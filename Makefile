@@ -40,6 +40,7 @@ bench: install  ## Benchmarks (tables + CSV under outputs/bench/); DEVICE=cuda o
 	$(PY) scripts/bench_training.py --device $(DEVICE)
 	$(PY) scripts/bench_deepncut.py --device $(DEVICE)
 	$(PY) scripts/bench_covering.py
+	$(PY) scripts/bench_scale.py
 
 demo: install  ## Main job on built-in synthetic data (CPU, a few minutes)
 	WANDB_MODE=$${WANDB_MODE:-disabled} $(PY) -m matbackprop.demo
