@@ -162,6 +162,11 @@ def test_redone_steps_after_resume_are_kept(tmp_path, monkeypatch):
     assert metrics["epoch/val_error"]["summary"] == ["min"]
     assert metrics["epoch/val_cover_ods"]["summary"] == ["max"]
     assert logged[0]["config"]["paper.row"] == "DeepO2P" and logged[0]["config"]["row"] == "DeepO2P"
+    assert (logged[0]["group"], logged[0]["job_type"], logged[0]["id"]) == (
+        "table1",
+        "train",
+        "res1",
+    )
 
 
 # --- W&B can never stop or corrupt training ------------------------------------------------

@@ -345,8 +345,9 @@ def _records(path: Path):
 
 
 def read_offline_run(folder: str | Path) -> dict[str, Any]:
-    """What a local W&B run folder holds: ``config`` (flat dict), ``history`` (one dict per
-    ``log`` call, W&B's ``_step`` etc. included), ``metrics`` (``define_metric`` records)."""
+    """What a local W&B run folder holds: ``id``, ``group``, ``job_type``, ``tags``,
+    ``config`` (flat dict), ``history`` (one dict per ``log`` call, W&B's ``_step`` etc.
+    included) and ``metrics`` (the ``define_metric`` records)."""
     import json
 
     (path,) = Path(folder).glob("*.wandb")
@@ -354,6 +355,8 @@ def read_offline_run(folder: str | Path) -> dict[str, Any]:
     for record in _records(path):
         which = record.WhichOneof("record_type")
         if which == "run":
+            r = record.run
+            out.update(id=r.run_id, group=r.run_group, job_type=r.job_type, tags=list(r.tags))
             for item in record.run.config.update:
                 out["config"][item.key] = json.loads(item.value_json)
         elif which == "history":
