@@ -155,7 +155,7 @@ def test_redone_steps_after_resume_are_kept(tmp_path, monkeypatch):
     steps = [h["global_step"] for r in logged for h in r["history"] if "train/loss" in h]
     assert steps == [*range(1, 7), *range(4, 9)]  # the redone 4..6 are there, not dropped
     epochs = [h for r in logged for h in r["history"] if "epoch/val_error" in h]
-    assert [(h["epoch"], h["global_step"]) for h in epochs] == [(0, 6), (0, 8)]
+    assert [(h["epoch"], h["global_step"]) for h in epochs] == [(1, 6), (1, 8)]  # epoch 0 done
     metrics = {m["name"]: m for m in logged[1]["metrics"]}
     assert metrics["train/*"]["step_metric"] == "global_step"
     assert metrics["epoch/*"]["step_metric"] == "epoch"

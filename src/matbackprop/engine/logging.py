@@ -12,9 +12,9 @@ config (tests run with ``WANDB_MODE=disabled``).
 Every run groups itself (:func:`run_metadata`): ``group`` = its paper table (``table1``,
 ``table2``, ``demo``), ``job_type`` = ``train`` / ``eval``, tags for trunk, pretrained /
 scratch, head and protocol, ``config.row`` = the paper row, and the config flattened to dot
-keys. Steps: every log carries a ``global_step`` field (and epoch logs an ``epoch`` field),
-declared with ``define_metric`` as the x-axes; W&B's own ``step=`` is never passed, so the
-stretch a resumed run redoes is kept instead of dropped as "non-increasing".
+keys. Steps: every log carries a ``global_step`` field (epoch logs also ``epoch`` = epochs
+completed), declared with ``define_metric`` as the x-axes; W&B's own ``step=`` is never
+passed, so the stretch a resumed run redoes is kept instead of dropped as "non-increasing".
 
 W&B can never stop training: an online ``wandb.init`` that fails (no API key, no network
 after ``logger.init_timeout`` seconds) falls back to offline with one warning; a failing
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 STEP_KEY = "global_step"  # optimizer steps so far; x-axis of train/* and lr/*
-EPOCH_KEY = "epoch"  # x-axis of epoch/* (the value of metrics.csv's `epoch` column)
+EPOCH_KEY = "epoch"  # x-axis of epoch/*: epochs completed (metrics.csv's 0-based `epoch` + 1)
 # summary of an epoch metric: best over epochs where that is what a table reports, else last
 SUMMARY_MODES = {"epoch/val_error": "min", "epoch/val_cover_ods": "max"}
 
@@ -223,7 +223,7 @@ class WandbLogger:
                     y_true=value.y_true, preds=value.y_pred, class_names=value.class_names
                 )
             elif key == f"epoch/{EPOCH_KEY}":
-                out[EPOCH_KEY] = value
+                out[EPOCH_KEY] = int(value) + 1  # as the x-axis of make tables' plots
             else:
                 out[key] = value
         if step is not None:
