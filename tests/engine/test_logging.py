@@ -169,6 +169,20 @@ def test_redone_steps_after_resume_are_kept(tmp_path, monkeypatch):
     )
 
 
+def test_lower_step_in_one_session_is_kept(tmp_path, monkeypatch):
+    """An online resume continues W&B's step counter from the server's last step, so the redone
+    stretch arrives with lower steps in the same session: W&B's `step=` would drop it."""
+    _offline_env(monkeypatch, tmp_path)
+    logger = build_logger({"name": "wandb"}, tmp_path, {}, run_id="low1")
+    for s in [5, 6, 3, 4]:
+        logger.log({"train/loss": float(s)}, step=s)
+    logger.finish()
+    (folder,) = _flushed(tmp_path)["low1"]
+    history = read_offline_run(folder)["history"]
+    assert [h["global_step"] for h in history] == [5, 6, 3, 4]
+    assert [h["_step"] for h in history] == [0, 1, 2, 3]  # W&B's own counter stays monotonic
+
+
 # --- W&B can never stop or corrupt training ------------------------------------------------
 
 
@@ -251,3 +265,67 @@ def test_log_and_finish_failures_are_warnings(tmp_path, monkeypatch):
     messages = [str(w.message) for w in record]
     assert any("failed 3 times" in m for m in messages)
     assert any("finish failed" in m and "disk full" in m for m in messages)
+
+
+# --- through the trainer --------------------------------------------------------------------
+
+
+def _tiny_coco(run_dir, data_root, *extra):
+    from tests.engine.coco_tiny import compose_coco, tiny_overrides
+
+    over = tiny_overrides(run_dir, data_root)
+    return compose_coco(
+        ["experiment=demo_coco_deepo2p", *over, "logger=wandb", "trainer.log_every=1", *extra]
+    )
+
+
+def test_training_resumed_mid_epoch_logs_the_redone_epoch(tmp_path, monkeypatch):
+    import matbackprop.engine.trainer as trainer_mod
+    from matbackprop.train import run
+
+    _offline_env(monkeypatch, tmp_path)
+    real, calls = trainer_mod.save_checkpoint, {"n": 0}
+
+    def save_then_die(state, path):
+        calls["n"] += path.name == "last.pt"
+        if calls["n"] == 2 and path.name == "last.pt":
+            raise KeyboardInterrupt  # killed before epoch 2's checkpoint: epoch 2 is redone
+        real(state, path)
+
+    cfg = _tiny_coco(tmp_path / "run", tmp_path / "data", "trainer.epochs=2")
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", real)
+    run(cfg)
+    (run_id, fragments), *others = _flushed(tmp_path / "run").items()
+    assert not others and len(fragments) == 2  # one W&B id for the run, one folder per session
+    history = [h for f in fragments for h in read_offline_run(f)["history"]]
+    steps = [h["global_step"] for h in history if "train/loss" in h]
+    per_epoch = len(steps) // 3  # epoch 1, epoch 2, epoch 2 again
+    assert steps == [*range(1, 2 * per_epoch + 1), *range(per_epoch + 1, 2 * per_epoch + 1)]
+    assert [h["epoch"] for h in history if "epoch/val_error" in h] == [1, 2, 2]
+
+
+def test_training_goes_on_when_wandb_is_down(tmp_path, monkeypatch):
+    """Online init fails and every log raises: training still finishes, with warnings."""
+    import wandb
+
+    from matbackprop.train import run
+
+    _offline_env(monkeypatch, tmp_path)
+    real_init = wandb.init
+
+    def init(*args, mode=None, **kwargs):
+        if mode == "online":
+            raise wandb.errors.CommError("no network")
+        run_ = real_init(*args, mode=mode, **kwargs)
+        monkeypatch.setattr(run_, "log", lambda *a, **k: (_ for _ in ()).throw(OSError("x")))
+        return run_
+
+    monkeypatch.setattr(wandb, "init", init)
+    with pytest.warns(LoggerWarning) as record:
+        result = run(_tiny_coco(tmp_path / "run", tmp_path / "data", "logger.mode=online"))
+    assert result.epochs_done == 1
+    messages = " | ".join(str(w.message) for w in record if w.category is LoggerWarning)
+    assert "logging offline" in messages and "log failed" in messages
