@@ -39,6 +39,14 @@ def test_none_logger_and_bad_name(tmp_path):
         build_logger({"name": "tensorboard"}, tmp_path, {})
 
 
+def test_only_rank_0_logs(tmp_path, monkeypatch):
+    from matbackprop.engine import distributed
+
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    logger = build_logger({"name": "wandb", "mode": "offline"}, tmp_path, {}, run_id="r1")
+    assert isinstance(logger, NullLogger) and not (tmp_path / "wandb").exists()
+
+
 def test_env_disabled_wins_over_offline_config(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     logger = build_logger({"name": "wandb", "mode": "offline"}, tmp_path, {"a": 1}, run_id="abc")
@@ -250,6 +258,7 @@ def test_log_and_finish_failures_are_warnings(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
+    run = logger.run
     monkeypatch.setattr(logger.run, "log", boom)
     monkeypatch.setattr(logger.run, "finish", boom)
     with pytest.warns(LoggerWarning) as record:
@@ -265,6 +274,8 @@ def test_log_and_finish_failures_are_warnings(tmp_path, monkeypatch):
     messages = [str(w.message) for w in record]
     assert any("failed 3 times" in m for m in messages)
     assert any("finish failed" in m and "disk full" in m for m in messages)
+    monkeypatch.undo()
+    run.finish()  # leave no open run behind for the next test
 
 
 # --- through the trainer --------------------------------------------------------------------

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matbackprop.engine import distributed
+
 STEP_KEY = "global_step"  # optimizer steps so far; x-axis of train/* and lr/*
 EPOCH_KEY = "epoch"  # x-axis of epoch/*: epochs completed (metrics.csv's 0-based `epoch` + 1)
 # summary of an epoch metric: best over epochs where that is what a table reports, else last
@@ -201,7 +203,8 @@ class WandbLogger:
     def _init(self, kwargs: dict[str, Any], mode: str, init_timeout: float):
         wandb = self._wandb
         settings = wandb.Settings(init_timeout=float(init_timeout))
-        run = wandb.init(**kwargs, mode=mode, settings=settings)
+        # create_new: a run left open in this process (e.g. a failed finish) is not touched
+        run = wandb.init(**kwargs, mode=mode, settings=settings, reinit="create_new")
         run.define_metric(STEP_KEY, hidden=True)
         run.define_metric(EPOCH_KEY, hidden=True)
         for prefix in ("train/*", "lr/*"):
@@ -270,7 +273,8 @@ def build_logger(
     run_id: str | None = None,
     job_type: str = "train",
 ) -> NullLogger | WandbLogger:
-    """Logger from a ``logger`` config section (``name: wandb | none``).
+    """Logger from a ``logger`` config section (``name: wandb | none``); a no-op logger on
+    ranks other than 0.
 
     ``group`` / ``run_name`` / ``tags`` left null (the default) come from :func:`run_metadata`
     of ``config``; explicit values win (``tags`` are added to the derived ones).
@@ -285,8 +289,8 @@ def build_logger(
     Raises:
         ValueError: unknown ``logger.name``.
     """
-    if cfg is None or cfg.get("name", "none") == "none":
-        return NullLogger()
+    if cfg is None or cfg.get("name", "none") == "none" or not distributed.is_main():
+        return NullLogger()  # under DDP only rank 0 logs (one W&B run per training)
     if cfg["name"] != "wandb":
         raise ValueError(f"unknown logger.name {cfg['name']!r}; expected 'wandb' or 'none'")
     meta = run_metadata(config)
