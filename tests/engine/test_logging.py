@@ -17,6 +17,7 @@ from matbackprop.engine.logging import (
     read_offline_run,
     run_metadata,
 )
+from matbackprop.errors import ConfigError
 
 
 def _media(tmp_path):
@@ -35,8 +36,10 @@ def test_none_logger_and_bad_name(tmp_path):
     assert isinstance(logger, NullLogger)
     logger.log(_media(tmp_path), step=1)
     logger.finish(exit_code=1)
-    with pytest.raises(ValueError, match="logger.name"):
+    with pytest.raises(ConfigError, match="logger.name"):
         build_logger({"name": "tensorboard"}, tmp_path, {})
+    with pytest.raises(ConfigError, match="logger.mode 'onlin'; expected offline, online"):
+        build_logger({"name": "wandb", "mode": "onlin"}, tmp_path, {})
 
 
 def test_only_rank_0_logs(tmp_path, monkeypatch):

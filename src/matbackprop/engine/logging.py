@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from matbackprop.engine import distributed
+from matbackprop.errors import ConfigError
 
 STEP_KEY = "global_step"  # optimizer steps so far; x-axis of train/* and lr/*
 EPOCH_KEY = "epoch"  # x-axis of epoch/*: epochs completed (metrics.csv's 0-based `epoch` + 1)
@@ -287,12 +288,16 @@ def build_logger(
         job_type: ``train`` or ``eval``.
 
     Raises:
-        ValueError: unknown ``logger.name``.
+        ConfigError: unknown ``logger.name`` or ``logger.mode`` (a ``ValueError``).
     """
     if cfg is None or cfg.get("name", "none") == "none" or not distributed.is_main():
         return NullLogger()  # under DDP only rank 0 logs (one W&B run per training)
     if cfg["name"] != "wandb":
-        raise ValueError(f"unknown logger.name {cfg['name']!r}; expected 'wandb' or 'none'")
+        raise ConfigError(f"unknown logger.name {cfg['name']!r}; expected 'wandb' or 'none'")
+    if cfg.get("mode", "offline") not in ("offline", "online", "disabled"):
+        raise ConfigError(
+            f"unknown logger.mode {cfg['mode']!r}; expected offline, online or disabled"
+        )
     meta = run_metadata(config)
     return WandbLogger(
         run_dir,
