@@ -266,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entity", default=os.environ.get("WANDB_ENTITY"))
     parser.add_argument("--project", default=os.environ.get("WANDB_PROJECT", "matbackprop"))
     parser.add_argument("--dry-run", action="store_true", help="print the views as JSON")
+    parser.add_argument("--timeout", type=float, default=30, help="seconds per W&B request")
     args = parser.parse_args(argv)
 
     if args.dry_run:
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     import wandb
 
     try:
-        api = wandb.Api(timeout=30)
+        api = wandb.Api(timeout=args.timeout)
         entity = args.entity or api.default_entity
     except Exception as err:  # noqa: BLE001 - no key, no network, bad key: all user-fixable
         print(

@@ -96,3 +96,24 @@ def test_without_login_it_stops_with_exit_2(tmp_path, monkeypatch, capsys):
     assert dash.main(["--entity", "me"]) == 2
     err = capsys.readouterr().err
     assert "wandb login" in err and "make sync-wandb" in err and "--dry-run" in err
+
+
+def test_without_network_it_stops_with_exit_2(tmp_path, monkeypatch, capsys):
+    import socket
+    import time
+
+    import wandb
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path))
+    wandb.teardown()  # a W&B session of an earlier test would ignore the new environment
+    t0 = time.time()
+    assert dash.main(["--timeout", "3"]) == 2
+    assert time.time() - t0 < 30
+    assert "cannot reach W&B" in capsys.readouterr().err
+    wandb.teardown()
