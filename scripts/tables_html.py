@@ -52,6 +52,11 @@ PANELS: dict[str, list[tuple[str, list[str], bool]]] = {
 }
 # per-run tables shown below the curves: tables/<name>.csv (the last evaluated epoch)
 RUN_TABLES = {"table1": ["per_class"], "table2": ["per_scale"]}
+# per-run charts from tables/<name>_by_epoch.csv: (name, x column, y columns, line per column)
+BY_EPOCH = {
+    "table1": [("per_class", "epoch", ["error"], "class")],  # error per class over epochs
+    "table2": [("per_scale", "k", ["cover", "pri", "vi"], "epoch")],  # vs k, a line per epoch
+}
 
 
 def _num(value: Any) -> float:
@@ -141,9 +146,29 @@ def results_rows(table_id: str, spec: dict[str, Any], runs: list[dict[str, Any]]
     return out
 
 
+def by_epoch_panel(path: Path, x: str, y: str, line: str) -> str:
+    """A chart of ``y`` against ``x`` from a ``*_by_epoch.csv``, one line per value of ``line``."""
+    rows = _read_csv(path)
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for name in dict.fromkeys(r[line] for r in rows):
+        pts = [(_num(r[x]) + (x == "epoch"), _num(r[y])) for r in rows if r[line] == name]
+        label = f"epoch {int(name) + 1}" if line == "epoch" else f"{line} {name}"  # 1-based
+        ax.plot(*zip(*pts), marker="o", ms=3, label=label)
+    ax.set(xlabel=x, title=f"{y} vs {x}, a line per {line} ({path.name})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return f'<div class="panel">{_png(fig)}</div>'
+
+
 def run_details(table_id: str, run: dict[str, Any]) -> str:
-    """The selected run's panels: its tables (last evaluated epoch) and latest overlays."""
+    """The selected run's panels: its tables (last evaluated epoch), their history over epochs
+    and the latest overlays."""
     parts = []
+    for name, x, ys, line in BY_EPOCH.get(table_id, []):
+        path = run["dir"] / "tables" / f"{name}_by_epoch.csv"
+        if path.is_file():
+            parts.append("".join(by_epoch_panel(path, x, y, line) for y in ys))
     for name in RUN_TABLES.get(table_id, []):
         path = run["dir"] / "tables" / f"{name}.csv"
         if path.is_file():

@@ -30,7 +30,7 @@ def test_make_tables_writes_both_pages(table_runs, tmp_path):
     assert f"<td>DeepO2P</td><td>28.6</td><td>{final:.1f}</td>" in page1
     # every Table 1 panel has data in a DeepO2P run: one PNG per panel, all real images
     images = _images(page1)
-    assert len(images) == len(tables_html.PANELS["table1"])
+    assert len(images) == len(tables_html.PANELS["table1"]) + 1  # + per-class error by epoch
     assert all(img.startswith(b"\x89PNG") for img in images)
     # the selected run's per-class table, cell by cell from tables/per_class.csv
     for row in _csv(table_runs / "coco" / "table1_deepo2p" / "tables" / "per_class.csv"):
@@ -40,7 +40,7 @@ def test_make_tables_writes_both_pages(table_runs, tmp_path):
     run2 = table_runs / "bsds" / "table2_deepncut_alexnet"
     (overlay,) = sorted((run2 / "overlays").glob("epoch*.png"))[-1:]
     assert overlay.read_bytes() in _images(page2)
-    assert len(_images(page2)) == len(tables_html.PANELS["table2"]) + 1
+    assert len(_images(page2)) == len(tables_html.PANELS["table2"]) + 3 + 1  # + by k, overlay
     assert "covering ODS" in page2 and "<h4>per_scale" in page2
     ods = max(float(r["val_cover_ods"]) for r in _csv(run2 / "metrics.csv"))
     assert f"<td>{ods:.3f}</td>" in page2
