@@ -13,7 +13,7 @@ DEVICE       ?= cpu
 export WANDB_SILENT ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint bench demo data-coco data-bsds weights reproduce-coco reproduce-bsds tables sync-wandb clean
+.PHONY: help install test lint bench demo data-coco data-bsds weights reproduce-coco reproduce-bsds tables sync-wandb dashboards clean
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -63,8 +63,11 @@ reproduce-bsds: install  ## Table 2 (DeepNCut on BSDS) on real data [REPRO_ARGS=
 tables: install  ## Results tables next to the paper's numbers, and training curves
 	$(PY) scripts/make_tables.py --runs outputs --out outputs/tables
 
-sync-wandb: install  ## Upload offline W&B runs (needs `wandb login`)
-	@find outputs -type d -name 'offline-run-*' -print0 | xargs -0 -r -n1 $(VENV)/bin/wandb sync
+sync-wandb: install  ## Upload offline W&B runs, resumed ones as one run (needs `wandb login`)
+	$(PY) scripts/sync_wandb.py --runs outputs
+
+dashboards: install  ## W&B workspace views for Table 1 / 2 (needs `wandb login` + make sync-wandb)
+	$(PY) scripts/wandb_dashboards.py $(DASHBOARD_ARGS)
 
 clean:  ## Remove caches (keeps .venv, data/ and outputs/)
 	rm -rf .pytest_cache .ruff_cache src/*.egg-info

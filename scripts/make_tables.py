@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
                 if fig:
                     print(f"[tables] {fig}")
         print((args.out / f"{table_id}.md").read_text())
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tables_html import write_html  # the W&B views' panels, offline (table*.html)
+
+    print("\n".join(f"[tables] {p}" for p in write_html(args.out, runs, TABLES)))
     print(f"[tables] written to {args.out}")
     return 0
 
