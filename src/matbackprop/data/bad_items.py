@@ -106,6 +106,10 @@ class BadItemCounter:
         self.max_skipped = int(max_skipped)
         self.counts: dict[tuple[str, int], int] = {}
 
+    def reset(self, split: str, epoch: int) -> None:
+        """Forget a split's count in ``epoch`` (before a repeated pass, e.g. a final evaluation)."""
+        self.counts.pop((split, epoch), None)
+
     def add(self, split: str, epoch: int, flags) -> int:
         """Add a batch's ``"bad"`` flags (tensor, list or int); return the batch's count.
 
