@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="store parent folder (default <root>/prepared)")
     p.add_argument("--max-side", type=int, default=200, help="= data.max_side")
     p.add_argument("--format", choices=["jpeg", "raw"], default="jpeg")
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality (4:4:4)")
+    p.add_argument("--quality", type=int, default=97, help="JPEG quality (4:4:4)")
     p.add_argument("--chunk-images", type=int, default=256)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--no-verify", action="store_true", help="skip re-hashing finished chunks")
