@@ -13,7 +13,7 @@ DEVICE       ?= cpu
 export WANDB_SILENT ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint bench demo data-coco data-bsds reproduce-coco reproduce-bsds tables sync-wandb clean
+.PHONY: help install test lint bench demo data-coco data-bsds prepare-coco check-data reproduce-coco reproduce-bsds tables sync-wandb clean
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -49,6 +49,12 @@ data-coco: install  ## Download MSCOCO 2014 train/val images + instance annotati
 
 data-bsds: install  ## Download the BSDS500 archive (BSR) into data/bsds
 	$(PY) scripts/download_bsds.py --root data/bsds
+
+prepare-coco: install  ## One-time fast region store for MSCOCO (resumable, all cores) [PREPARE_ARGS="--root DIR"]
+	$(PY) scripts/prepare_coco.py --root data/coco $(PREPARE_ARGS)
+
+check-data: install  ## Decode every image/.mat of data/coco and data/bsds once; list bad files (exit 2) [CHECK_ARGS]
+	$(PY) scripts/check_data.py $(CHECK_ARGS)
 
 reproduce-coco: install  ## Table 1 (DeepO2P on MSCOCO) on real data [REPRO_ARGS="--data-root DIR overrides"]
 	$(PY) scripts/reproduce.py coco $(REPRO_ARGS)
