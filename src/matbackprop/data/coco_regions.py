@@ -337,10 +337,10 @@ class CocoRegions(torch.utils.data.Dataset):
             dx, dy = torch.randint(-self.jitter, self.jitter + 1, (2,), generator=g).tolist()
             ox, oy = ox + dx, oy + dy
             flip = self.hflip and bool(torch.rand((), generator=g) < 0.5)
+        if flip:  # mirror the small patch and its offset: == flipping the pasted canvas
+            patch, mpatch, ox = patch[..., ::-1], mpatch[:, ::-1], self.crop_size - ox - w
         image = T.paste(patch, self.crop_size, (ox, oy))  # (3, S, S)
         canvas = np.clip(T.paste(mpatch[None], self.crop_size, (ox, oy))[0], 0.0, 1.0)  # (S, S)
-        if flip:
-            image, canvas = T.hflip(image), T.hflip(canvas)
         if self.mean_fill:
             image = T.mean_fill(image, canvas, 0.0)
         mask = T.area_downsample(canvas, self.mask_size)  # (mask_size, mask_size)
