@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     for fmt, name in (("jpeg", "prepared"), ("raw", "prepared (raw, lossless)")):
         store = root / "prepared" / fmt / "val2014"
         t0 = time.perf_counter()
-        man = prepare_store(StoreSpec(root, ANN, None, store, fmt=fmt), workers=args.workers)
+        spec = StoreSpec(root, ANN, None, store, max_side=ITEM["max_side"], fmt=fmt)
+        man = prepare_store(spec, workers=args.workers)
         size = sum(f.stat().st_size for f in store.glob("*.bin")) / man["regions"] / 1e3
         print(
             f"{fmt} store: {man['regions']} regions, {man['done_now']} chunks written now "

@@ -156,3 +156,15 @@ def test_data_store_resolution(synth, stores, tmp_path, capsys):
     assert region_store_for(root, "/x/y", "val2014", ANN, common).as_posix() == "/x/y/val2014"
     man = json.loads((root / "prepared/val2014/manifest.json").read_text())
     assert man["regions"] == len(CocoRegions(root, ANN, train=False, **ARGS))
+
+
+def test_store_through_dataloader_workers(synth, stores):
+    import pickle
+
+    b = PreparedCocoRegions(stores / "jpeg", synth["root"], ANN, train=True, **ARGS)
+    b.set_epoch(2)
+    ref = torch.stack([b[i]["image"] for i in range(len(b))])  # opens file descriptors here
+    clone = pickle.loads(pickle.dumps(b))  # descriptors are not carried over
+    assert torch.equal(clone[1]["image"], ref[1])
+    loader = torch.utils.data.DataLoader(b, batch_size=5, num_workers=2)
+    assert torch.equal(torch.cat([x["image"] for x in loader]), ref)
