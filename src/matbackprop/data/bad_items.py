@@ -32,6 +32,13 @@ SKIP_HINT = (
 _warned: set[str] = set()  # per process: one warning per bad file
 
 
+def bad_file(message: str, path) -> DataError:
+    """A :class:`DataError` remembering the bad file (``.path``): warnings are per file."""
+    err = DataError(message)
+    err.path = str(path)
+    return err
+
+
 def check_on_error(on_error: str) -> str:
     """Validate ``data.on_error``."""
     if on_error not in ON_ERROR:
@@ -83,7 +90,7 @@ def fetch(
             if on_error == "raise":
                 raise DataError(f"{err}; {SKIP_HINT}") from err
             first = first or err
-            key = str(err)
+            key = getattr(err, "path", str(err))
             if key not in _warned:
                 _warned.add(key)
                 log.warning("skipping a bad item (data.on_error=skip): %s", err)

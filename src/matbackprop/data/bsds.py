@@ -32,8 +32,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from matbackprop import matio
-from matbackprop.data.bad_items import check_on_error, fetch
-from matbackprop.errors import DataError
+from matbackprop.data.bad_items import bad_file, check_on_error, fetch
 
 SPLITS = {
     500: {"train": ("train",), "val": ("val",), "test": ("test",), "trainval": ("train", "val")},
@@ -142,20 +141,22 @@ class BSDS(Dataset):
             with Image.open(img_path) as im:
                 image = np.asarray(im.convert("RGB"))  # (H, W, 3) uint8
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise DataError(
+            raise bad_file(
                 f"cannot decode BSDS image {img_path} (image id {iid}): {e}; the file is "
-                f"truncated or corrupt: {_HINT}"
+                f"truncated or corrupt: {_HINT}",
+                img_path,
             ) from e
         try:
             gts = load_groundtruth(gt_path)
         except (FileNotFoundError, ValueError) as e:
-            raise DataError(f"{e} (BSDS image id {iid}); {_HINT}") from e
+            raise bad_file(f"{e} (BSDS image id {iid}); {_HINT}", gt_path) from e
         for s, g in enumerate(gts):
             if g.shape != image.shape[:2]:
-                raise DataError(
+                raise bad_file(
                     f"{gt_path}: segmentation {s + 1} is {g.shape}, image {img_path} is "
                     f"{image.shape[:2]} (image id {iid}); the files are from different "
-                    f"releases: {_HINT}"
+                    f"releases: {_HINT}",
+                    gt_path,
                 )
         return {"image": image, "gts": gts, "id": iid}
 

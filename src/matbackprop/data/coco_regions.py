@@ -34,7 +34,7 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from matbackprop.data import transforms as T
-from matbackprop.data.bad_items import check_on_error, fetch, item_generator
+from matbackprop.data.bad_items import bad_file, check_on_error, fetch, item_generator
 from matbackprop.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -297,20 +297,22 @@ class CocoRegions(torch.utils.data.Dataset):
         k = self._img[i]
         path = self.image_dir / self._files[k]
         if not path.is_file():
-            raise DataError(f"COCO image {self.describe(i)} not found; {_HINT}")
+            raise bad_file(f"COCO image {self.describe(i)} not found; {_HINT}", path)
         try:
             with Image.open(path) as im:
                 rgb = np.asarray(im.convert("RGB"))  # (H, W, 3) uint8
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise DataError(
+            raise bad_file(
                 f"cannot decode COCO image {self.describe(i)}: {e}; the file is truncated or "
-                "corrupt: re-download it (`make data-coco`)"
+                "corrupt: re-download it (`make data-coco`)",
+                path,
             ) from e
         if rgb.shape[:2] != tuple(self._hw[k]):
-            raise DataError(
+            raise bad_file(
                 f"COCO image {self.describe(i)} is {rgb.shape[1]}x{rgb.shape[0]} but "
                 f"{self.ann_file.name} says {self._hw[k][1]}x{self._hw[k][0]}; the image or the "
-                "annotation file is from another release: re-download it (`make data-coco`)"
+                "annotation file is from another release: re-download it (`make data-coco`)",
+                path,
             )
         return rgb
 
