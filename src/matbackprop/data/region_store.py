@@ -100,7 +100,8 @@ def decode_patch(data: bytes, fmt: str, w: int, h: int) -> np.ndarray:
     if fmt == "raw":
         return np.frombuffer(data, np.uint8).reshape(h, w, 3)
     with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"))
+        im.load()
+        return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
 
 
 class StoreSpec:
