@@ -330,7 +330,6 @@ class CocoRegions(torch.utils.data.Dataset):
 
         Randomness comes from the generator of ``(aug_seed, epoch, index)``.
         """
-        patch = T.normalize_lut(rgb)  # (3, h', w'), == T.normalize(rgb)
         h, w = mpatch.shape
         ox, oy = T.centered_offset(self.crop_size, (w, h))
         flip = False
@@ -340,8 +339,9 @@ class CocoRegions(torch.utils.data.Dataset):
             ox, oy = ox + dx, oy + dy
             flip = self.hflip and bool(torch.rand((), generator=g) < 0.5)
         if flip:  # mirror the small patch and its offset: == flipping the pasted canvas
-            patch, mpatch, ox = patch[..., ::-1], mpatch[:, ::-1], self.crop_size - ox - w
-        image = T.paste(patch, self.crop_size, (ox, oy))  # (3, S, S)
+            rgb, mpatch, ox = rgb[:, ::-1], mpatch[:, ::-1], self.crop_size - ox - w
+        # == T.paste(T.normalize(rgb), ...) bit for bit, in one pass
+        image = T.normalize_paste(rgb, self.crop_size, (ox, oy))  # (3, S, S)
         canvas = np.clip(T.paste(mpatch[None], self.crop_size, (ox, oy))[0], 0.0, 1.0)  # (S, S)
         if self.mean_fill:
             image = T.mean_fill(image, canvas, 0.0)

@@ -166,3 +166,22 @@ def normalize_lut(rgb: np.ndarray) -> np.ndarray:
             f"normalize_lut needs a (h, w, 3) uint8 array, got {rgb.shape} {rgb.dtype}"
         )
     return np.stack([_NORMALIZE_TABLE[c][rgb[..., c]] for c in range(3)])
+
+
+def normalize_paste(rgb: np.ndarray, canvas_size: int, offset: tuple[int, int]) -> np.ndarray:
+    """``paste(normalize(rgb), canvas_size, offset)`` in one pass (bit for bit the same): only
+    the visible part of the patch is normalised, straight into the zero canvas.
+
+    Shape:
+        rgb ``(h, w, 3)`` uint8 (any strides, e.g. a flipped view) -> ``(3, S, S)`` float32.
+    """
+    h, w = rgb.shape[:2]
+    out = np.zeros((3, canvas_size, canvas_size), dtype=np.float32)
+    ox, oy = offset
+    x0, y0 = max(ox, 0), max(oy, 0)
+    x1, y1 = min(ox + w, canvas_size), min(oy + h, canvas_size)
+    if x1 > x0 and y1 > y0:
+        sub = rgb[y0 - oy : y1 - oy, x0 - ox : x1 - ox]  # (y1 - y0, x1 - x0, 3)
+        for c in range(3):
+            out[c, y0:y1, x0:x1] = _NORMALIZE_TABLE[c][sub[..., c]]
+    return out
