@@ -219,3 +219,12 @@ def test_bsds_human_and_flip_depend_only_on_seed_epoch_index(tmp_path):
         draws[epoch] = (x["image"].sum().item(), x["seg"].float().sum().item())
     assert len(set(draws.values())) > 2  # humans / flips vary over epochs
     np.testing.assert_equal(len(a), 4)
+
+
+def test_bad_on_error_and_max_skipped_name_the_key(synth):
+    from matbackprop.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.on_error must be 'raise' or 'skip'"):
+        _ds(synth["root"], "val", train=False, on_error="ignore")
+    with pytest.raises(ConfigError, match="data.max_skipped"):
+        BadItemCounter(-1)

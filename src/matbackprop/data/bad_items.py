@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from matbackprop.errors import DataError
+from matbackprop.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,9 @@ def bad_file(message: str, path) -> DataError:
 
 
 def check_on_error(on_error: str) -> str:
-    """Validate ``data.on_error``."""
+    """Validate ``data.on_error`` (:class:`ConfigError` naming the key)."""
     if on_error not in ON_ERROR:
-        raise ValueError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
+        raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
     return on_error
 
 
@@ -109,7 +109,7 @@ class BadItemCounter:
 
     def __init__(self, max_skipped: int = 100):
         if max_skipped < 0:
-            raise ValueError(f"data.max_skipped must be >= 0, got {max_skipped}")
+            raise ConfigError(f"data.max_skipped must be >= 0, got {max_skipped}")
         self.max_skipped = int(max_skipped)
         self.counts: dict[tuple[str, int], int] = {}
 

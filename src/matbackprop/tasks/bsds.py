@@ -37,6 +37,7 @@ from matbackprop.data.synthetic import ensure_generated, make_synthetic_bsds
 from matbackprop.data.transforms import normalize
 from matbackprop.engine.checkpoint import seed_worker
 from matbackprop.engine.logging import Figure, Table
+from matbackprop.errors import UserError
 from matbackprop.evaluation.covering import collect, evaluate_segs
 from matbackprop.evaluation.segment import segment_from_features, write_segs
 from matbackprop.models.deepncut import DeepNCut, ncut_loss_on_grid
@@ -183,7 +184,7 @@ class BsdsTask:
             self.bad_items = BadItemCounter(int(d.get("max_skipped", 100)))
             self.train_set = BSDS(root, d.train_split, version=version, on_error=on_error)
             self.val_set = BSDS(root, d.val_split, version=version, on_error=on_error)
-        except DataError:
+        except UserError:  # DataError / ConfigError: already say what to fix
             raise
         except (FileNotFoundError, ValueError) as err:
             msg = str(err) if "make data-bsds" in str(err) else f"{err}; {HINT}"

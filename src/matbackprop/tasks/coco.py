@@ -27,6 +27,7 @@ from matbackprop.data.region_store import PREPARE_HINT, PreparedCocoRegions, sto
 from matbackprop.data.synthetic import ensure_generated, make_synthetic_coco
 from matbackprop.engine.checkpoint import seed_worker
 from matbackprop.engine.logging import Confusion, Table
+from matbackprop.errors import UserError
 from matbackprop.models.build import build_model
 from matbackprop.tasks import DataError
 
@@ -166,7 +167,7 @@ class CocoTask:
                 )
                 ds = PreparedCocoRegions(store, *args, **kwargs) if store else None
                 setattr(self, f"{name}_set", ds or CocoRegions(*args, **kwargs))
-        except DataError:
+        except UserError:  # DataError / ConfigError: already say what to fix
             raise
         except (FileNotFoundError, ValueError) as err:
             msg = str(err) if "make data-coco" in str(err) else f"{err}; {HINT}"
