@@ -37,6 +37,7 @@ mask is quantised to 1/255 (error ≤ 1/510 per pixel, also after area downsampl
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -75,6 +76,18 @@ def sha256_file(path: str | Path, block: int = 1 << 22) -> str:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
+
+
+def ann_sha256(path: str | Path) -> str:
+    """:func:`sha256_file` of an annotation file, memoised per (path, size, mtime): hashed once
+    per process, not at every dataset construction (chunk checks never use the memo)."""
+    st = os.stat(path)
+    return _ann_sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _ann_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -136,7 +149,7 @@ class StoreSpec:
         self.params = {
             "version": VERSION,
             "ann_file": self.regions.ann_file.name,
-            "ann_sha256": sha256_file(self.regions.ann_file),
+            "ann_sha256": ann_sha256(self.regions.ann_file),
             "max_side": max_side,
             "format": fmt,
             "quality": quality if fmt == "jpeg" else None,
@@ -274,7 +287,7 @@ def store_status(path: str | Path, ann_file: str | Path, max_side: int) -> str |
     m = json.loads(man.read_text())
     if m.get("version") != VERSION or m.get("max_side") != max_side:
         return f"{path} was prepared with max_side={m.get('max_side')}, not {max_side}"
-    if m.get("ann_sha256") != sha256_file(ann_file):
+    if m.get("ann_sha256") != ann_sha256(ann_file):
         return f"{path} was prepared from another version of {Path(ann_file).name}"
     return None
 
