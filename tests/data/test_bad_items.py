@@ -113,8 +113,12 @@ def test_skip_wraps_around_and_fails_when_nothing_loads():
     assert fetch(load, 1, 4, "skip") == {"x": 1, "bad": 0}
     with pytest.raises(DataError, match="bad 3.*on_error=skip"):
         fetch(load, 3, 4, "raise")
-    with pytest.raises(DataError, match="no item could replace"):
+    with pytest.raises(DataError, match="no item could replace bad item 0: 3 candidates"):
         fetch(lambda j: load(7), 0, 3, "skip")
+    calls.clear()
+    with pytest.raises(DataError, match="bad item 2: 5 candidates.*first error: bad 9"):
+        fetch(lambda j: calls.append(j) or load(7 + j), 2, 10**6, "skip", max_tries=5)
+    assert calls == [2, 3, 4, 5, 6]  # bounded: a missing folder does not scan every index
     odd = fetch(lambda j: {"x": j} if j else load(0), 0, 4, "skip", accept=lambda j: j % 2 == 0)
     assert odd == {"x": 2, "bad": 1}  # index 1 skipped: wrong size
 

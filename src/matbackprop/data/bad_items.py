@@ -70,6 +70,7 @@ def fetch(
     n: int,
     on_error: str,
     accept: Callable[[int], bool] | None = None,
+    max_tries: int = 1000,
 ) -> dict[str, Any]:
     """``load(i)``, or with ``on_error="skip"`` the first of ``load(i+1)``, ``load(i+2)``, ...
     (modulo ``n``, only indices where ``accept(j)``) that raises no :class:`DataError`.
@@ -77,13 +78,17 @@ def fetch(
     Returns the item dict with ``"bad"``: 0 when ``i`` itself loaded, 1 when replaced.
 
     Raises:
-        DataError: ``on_error="raise"`` (the message suggests ``skip``), or nothing loads.
+        DataError: ``on_error="raise"`` (the message suggests ``skip``), or none of the
+            ``max_tries`` candidates loads (the data is gone, not damaged).
     """
-    first = None
+    first, tries = None, 0
     for k in range(n):
         j = (i + k) % n
         if k and accept is not None and not accept(j):
             continue
+        if tries == max_tries:
+            break
+        tries += 1
         try:
             item = load(j)
         except DataError as err:
@@ -97,7 +102,10 @@ def fetch(
             continue
         item["bad"] = int(k > 0)
         return item
-    raise DataError(f"no item could replace bad item {i} (data.on_error=skip): {first}")
+    raise DataError(
+        f"no item could replace bad item {i}: {tries} candidates failed to load "
+        f"(data.on_error=skip); the first error: {first}"
+    )
 
 
 class BadItemCounter:
