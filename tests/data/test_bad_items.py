@@ -115,10 +115,10 @@ def test_skip_wraps_around_and_fails_when_nothing_loads():
         fetch(load, 3, 4, "raise")
     with pytest.raises(DataError, match="no item could replace bad item 0: 3 candidates"):
         fetch(lambda j: load(7), 0, 3, "skip")
-    calls.clear()
+    tried = []
     with pytest.raises(DataError, match="bad item 2: 5 candidates.*first error: bad 9"):
-        fetch(lambda j: calls.append(j) or load(7 + j), 2, 10**6, "skip", max_tries=5)
-    assert calls == [2, 3, 4, 5, 6]  # bounded: a missing folder does not scan every index
+        fetch(lambda j: tried.append(j) or load(7 + j), 2, 10**6, "skip", max_tries=5)
+    assert tried == [2, 3, 4, 5, 6]  # bounded: a missing folder does not scan every index
     odd = fetch(lambda j: {"x": j} if j else load(0), 0, 4, "skip", accept=lambda j: j % 2 == 0)
     assert odd == {"x": 2, "bad": 1}  # index 1 skipped: wrong size
 
