@@ -317,9 +317,11 @@ class PreparedCocoRegions(CocoRegions):
         order = np.argsort(rows["ann_id"], kind="stable")
         pos = np.searchsorted(rows["ann_id"][order], self._ann_id)
         pos = np.minimum(pos, max(len(order) - 1, 0))
-        found = len(order) > 0 and rows["ann_id"][order][pos] == self._ann_id
-        if not np.all(found):
-            miss = self._ann_id[~np.asarray(found, bool)][:5].tolist()
+        found = np.zeros(len(self._ann_id), bool)  # (N,)
+        if len(order):
+            found = rows["ann_id"][order][pos] == self._ann_id
+        if not found.all():
+            miss = self._ann_id[~found][:5].tolist()
             raise DataError(f"{self.store} lacks annotations {miss}; {PREPARE_HINT} again")
         self._rows = rows[order[pos]]  # (N,) aligned with the items
         self._chunk = chunk[order[pos]].astype(np.int32)  # (N,)
