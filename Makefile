@@ -13,7 +13,7 @@ DEVICE       ?= cpu
 export WANDB_SILENT ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint bench demo data-coco data-bsds weights reproduce-coco reproduce-bsds tables sync-wandb dashboards clean
+.PHONY: help install test lint bench demo data-coco data-bsds weights prepare-coco check-data reproduce-coco reproduce-bsds tables sync-wandb dashboards clean
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ data-bsds: install  ## Download the BSDS500 archive (BSR) into data/bsds
 
 weights: install  ## Pre-fetch AlexNet + VGG-16 ImageNet weights into TORCH_HOME (for nodes without internet)
 	$(PY) scripts/fetch_weights.py
+
+prepare-coco: install  ## One-time fast region store for MSCOCO (resumable, all cores) [PREPARE_ARGS="--root DIR"]
+	$(PY) scripts/prepare_coco.py --root data/coco $(PREPARE_ARGS)
+
+check-data: install  ## Decode every image/.mat of data/coco and data/bsds once; list bad files (exit 2) [CHECK_ARGS]
+	$(PY) scripts/check_data.py $(CHECK_ARGS)
 
 reproduce-coco: install  ## Table 1 (DeepO2P on MSCOCO) on real data [REPRO_ARGS="--data-root DIR overrides"]
 	$(PY) scripts/reproduce.py coco $(REPRO_ARGS)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from matbackprop.data.bsds import BSDS, find_data_dir, load_groundtruth
 from matbackprop.data.synthetic_bsds import make_synthetic_bsds
+from matbackprop.errors import DataError
 
 SAMPLE = Path("/work/shared/bsds500-sample")
 REPO = Path(__file__).resolve().parents[2]
@@ -58,7 +59,7 @@ def test_load_groundtruth_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.mat"):
         load_groundtruth(tmp_path / "nope.mat")
     (tmp_path / "bad.mat").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="bad.mat"):
+    with pytest.raises(DataError, match="bad.mat"):  # exit 2 at the entry points
         load_groundtruth(tmp_path / "bad.mat")
     sio.savemat(tmp_path / "other.mat", {"x": np.ones(3)})
     with pytest.raises(ValueError, match="groundTruth"):
@@ -128,7 +129,7 @@ def test_missing_groundtruth_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="42.mat"):
         BSDS(tmp_path, "train")
     write_gt(data / "groundTruth/train/42.mat", [np.ones((6, 4), int)])  # transposed: wrong
-    with pytest.raises(ValueError, match="42.mat"):
+    with pytest.raises(DataError, match=r"42\.mat.*image id 42.*on_error=skip"):
         BSDS(tmp_path, "train")[0]
 
 

@@ -14,6 +14,7 @@ from pycocotools.coco import COCO
 from matbackprop.data.coco_regions import CocoRegions
 from matbackprop.data.synthetic_coco import make_synthetic_coco
 from matbackprop.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from matbackprop.errors import DataError
 
 RED = (np.array([1.0, 0.0, 0.0]) - IMAGENET_MEAN) / IMAGENET_STD  # normalised colours
 BLUE = (np.array([0.0, 0.0, 1.0]) - IMAGENET_MEAN) / IMAGENET_STD
@@ -49,7 +50,7 @@ def rect_root(tmp_path_factory):
 
     ann 11: rectangle x 20..40, y 30..70 (RLE) in the LEFT half of its 40x40 bbox.
     ann 12: rectangle x 10..74, y 20..52 (polygon) in the TOP half of its 64x64 bbox.
-    ann 13: crowd; ann 14: 4-pixel mask; ann 15: bbox 0.5 px wide -> both degenerate.
+    ann 13: crowd; ann 14: 4-pixel mask (small); ann 15: bbox 0.5 px wide (degenerate).
     """
     root = tmp_path_factory.mktemp("rect_coco")
     (root / "val2014").mkdir()
@@ -138,11 +139,14 @@ def test_label_mapping_sorted_gapped_ids(rect_root, synth):
 def test_crowd_and_degenerate_skipped_and_counted(rect_root, synth, caplog):
     caplog.set_level(logging.INFO, logger="matbackprop.data.coco_regions")
     ds = CocoRegions(rect_root, ANN, train=False, crop_size=64, max_side=40)
-    assert len(ds) == 2 and ds.skipped == {"crowd": 1, "degenerate": 2}
-    assert "crowd=1 degenerate=2" in caplog.text
+    assert len(ds) == 2 and ds.skipped == {"crowd": 1, "degenerate": 1, "small": 1}
+    assert ds.stats == {"kept": 2, "crowd": 1, "degenerate": 1, "small": 1}
+    assert "crowd=1 degenerate=1 small=1" in caplog.text
     assert len(CocoRegions(rect_root, ANN, train=False, min_area=5000)) == 0  # 800 and 2048 px
+    ds = CocoRegions(rect_root, ANN, train=False, crop_size=64, max_side=40, min_area=0)
+    assert ds.stats == {"kept": 3, "crowd": 1, "degenerate": 1, "small": 0}  # the 4 px one too
     ds = _small(synth, "train", train=False)
-    assert len(ds) == 24 and ds.skipped == {"crowd": 1, "degenerate": 1}
+    assert len(ds) == 24 and ds.skipped == {"crowd": 1, "degenerate": 0, "small": 1}
 
 
 def test_val_canvas_is_exact(rect_root):
@@ -191,9 +195,9 @@ def test_downscaled_mask_area_average(rect_root):
 
 def test_train_jitter_and_flip_keep_mask_aligned(rect_root):
     ds = CocoRegions(rect_root, ANN, train=True, crop_size=64, max_side=40, jitter=6, mask_size=64)
-    torch.manual_seed(0)
     offsets, flips = set(), set()
-    for _ in range(30):
+    for epoch in range(30):
+        ds.set_epoch(epoch)
         item = ds[0]
         img, mask = item["image"].numpy(), item["mask"].numpy()
         rows, cols = np.nonzero(np.abs(img).sum(0) > 0.1)  # where the 40x40 box landed
@@ -215,7 +219,8 @@ def test_train_jitter_and_flip_keep_mask_aligned(rect_root):
     no_flip = CocoRegions(
         rect_root, ANN, train=True, crop_size=64, max_side=40, jitter=6, hflip=False
     )
-    for _ in range(10):
+    for epoch in range(10):
+        no_flip.set_epoch(epoch)
         img = no_flip[0]["image"].numpy()
         cols = np.nonzero(np.abs(img).sum(0) > 0.1)[1]
         assert np.nonzero(img[0] > 1.5)[1].min() == cols.min()  # red stays on the left
@@ -235,7 +240,11 @@ def test_val_is_deterministic(synth):
 
 def test_train_is_random(synth):
     ds = _small(synth, "train", train=True)
-    assert any(not torch.equal(ds[0]["image"], ds[0]["image"]) for _ in range(5))
+    first = ds[0]["image"]
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert torch.equal(ds[0]["image"], first)
+    ds.set_epoch(1)
+    assert not torch.equal(ds[0]["image"], first)
 
 
 def test_max_items_seeded_subset(synth):
@@ -275,13 +284,13 @@ def test_clear_errors(tmp_path, rect_root):
         CocoRegions(root, "annotations/instances_train2014.json", train=False)
     (root / "val2014" / "a.png").unlink()
     ds = CocoRegions(root, root / ANN, train=False)  # absolute ann_file works too
-    with pytest.raises(FileNotFoundError, match=r"a\.png"):
+    with pytest.raises(DataError, match=r"a\.png \(image id 7, annotation 11\).*on_error=skip"):
         ds[0]
     (root / ANN).write_text('{"images": [')
-    with pytest.raises(ValueError, match=r"corrupt.*instances_val2014\.json"):
+    with pytest.raises(DataError, match=r"corrupt.*instances_val2014\.json"):
         CocoRegions(root, ANN, train=False)
     (root / ANN).write_text('{"images": []}')
-    with pytest.raises(ValueError, match=r"instances_val2014\.json.*missing keys"):
+    with pytest.raises(DataError, match=r"instances_val2014\.json.*missing keys"):
         CocoRegions(root, ANN, train=False)
     with pytest.raises(ValueError, match="max_side"):
         CocoRegions(rect_root, ANN, train=False, crop_size=64, max_side=200)

@@ -133,3 +133,20 @@ def test_same_mean_colour_different_second_order(synth):
         angle = np.arctan2(v[1, 1], v[0, 1]) % np.pi
         diff = abs(angle - class_orientation(c, k)) % np.pi
         assert min(diff, np.pi - diff) < np.radians(5) and w[1] > 10 * w[0]
+
+
+def test_object_radius_fits_three_to_eight_per_640x480(tmp_path):
+    out = make_synthetic_coco(
+        tmp_path / "s", n_train=2, n_val=40, image_size=(480, 640), objects_per_image=(3, 8),
+        object_radius=(0.05, 0.12), seed=1,
+    )  # fmt: skip
+    data = json.loads(out["val_ann"].read_text())
+    per_image = {}
+    for a in data["annotations"]:
+        if not a["iscrowd"] and a["area"] >= 128:
+            per_image[a["image_id"]] = per_image.get(a["image_id"], 0) + 1
+            assert max(a["bbox"][2:]) <= 2.3 * 0.12 * 480  # a rotated square: 2.26 r_max
+    counts = sorted(per_image.values())
+    assert sum(counts) == 40 and counts[-1] >= 6 and counts[-1] <= 8
+    with pytest.raises(ValueError, match="object_radius"):
+        make_synthetic_coco(tmp_path / "t", object_radius=(0.3, 0.6))

@@ -98,3 +98,24 @@ def test_area_downsample_fractional_ratio_matches_supersampling():
     a = T.area_matrix(227, 13)
     np.testing.assert_allclose(a.sum(1), 1.0)  # each cell is an average
     np.testing.assert_allclose(a.sum(0) * 227 / 13, 1.0)  # each pixel fully distributed
+
+
+def test_normalize_lut_equals_normalize_bit_for_bit():
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 9, 3)).astype(np.uint8)
+    rgb[0, :3] = [[0, 0, 0], [255, 255, 255], [124, 116, 104]]  # extremes, ~mean colour
+    out = T.normalize_lut(rgb)
+    assert out.dtype == np.float32 and out.shape == (3, 7, 9)
+    np.testing.assert_array_equal(out, T.normalize(rgb))
+    with pytest.raises(ValueError, match="uint8"):
+        T.normalize_lut(rgb.astype(np.float32))
+
+
+@pytest.mark.parametrize("offset", [(3, 2), (-4, 5), (6, -7), (9, 9), (-20, 0), (40, 3)])
+@pytest.mark.parametrize("flipped", [False, True])
+def test_normalize_paste_equals_paste_of_normalize(offset, flipped):
+    rgb = np.random.default_rng(1).integers(0, 256, (11, 14, 3)).astype(np.uint8)
+    if flipped:
+        rgb = rgb[:, ::-1]  # a strided view, as the training flip passes it
+    out = T.normalize_paste(rgb, 16, offset)
+    assert out.dtype == np.float32 and out.shape == (3, 16, 16)
+    np.testing.assert_array_equal(out, T.paste(T.normalize(np.ascontiguousarray(rgb)), 16, offset))

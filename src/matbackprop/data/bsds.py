@@ -12,8 +12,11 @@ Splits: BSDS500 (``version=500``) → ``train`` (200), ``val`` (100), ``test`` (
 ``test`` = BSDS500 val (100 images): BSDS500's train + val ARE the 300 BSDS300 images.
 
 Each item is a dict: ``image`` — uint8 numpy array (H, W, 3) RGB (321×481 or 481×321);
-``gts`` — list of uint16 (H, W) human segmentations (labels from 1); ``id`` — str. A
-``transform`` receives the dict and returns what the dataset yields.
+``gts`` — list of uint16 (H, W) human segmentations (labels from 1); ``id`` — str; ``bad`` —
+1 if the requested image was unreadable and replaced (``on_error="skip"``), else 0. A
+``transform`` receives the dict and returns what the dataset yields. A truncated or garbage
+JPEG, a garbage ``.mat`` or a size mismatch raises :class:`~matbackprop.errors.DataError`
+naming the file and the image id.
 
 Get the data with ``make data-bsds`` (``scripts/download_bsds.py``).
 """
@@ -29,6 +32,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from matbackprop import matio
+from matbackprop.data.bad_items import bad_file, check_on_error, fetch
 
 SPLITS = {
     500: {"train": ("train",), "val": ("val",), "test": ("test",), "trainval": ("train", "val")},
@@ -74,6 +78,7 @@ class BSDS(Dataset):
         version: 500 or 300.
         transform: optional callable applied to the item dict.
         layout: ``auto``, ``official`` or ``flat``.
+        on_error: ``raise`` or ``skip`` (replace a bad item by the next index that loads).
 
     Shape: item["image"] (H, W, 3) uint8; item["gts"] K × (H, W) uint16.
     """
@@ -85,7 +90,9 @@ class BSDS(Dataset):
         version: int = 500,
         transform: Callable[[dict], object] | None = None,
         layout: str = "auto",
+        on_error: str = "raise",
     ) -> None:
+        self.on_error = check_on_error(on_error)
         if version not in SPLITS:
             raise ValueError(f"version must be 500 or 300, got {version!r}")
         if layout not in ("auto", "official", "flat"):
@@ -127,15 +134,32 @@ class BSDS(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, idx: int):
+    def load(self, idx: int) -> dict:
+        """Item ``idx`` without replacement (raises :class:`DataError` naming file and id)."""
         iid, img_path, gt_path = self.items[idx]
-        with Image.open(img_path) as im:
-            image = np.asarray(im.convert("RGB"))  # (H, W, 3) uint8
-        gts = load_groundtruth(gt_path)
+        try:
+            with Image.open(img_path) as im:
+                image = np.asarray(im.convert("RGB"))  # (H, W, 3) uint8
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise bad_file(
+                f"cannot decode BSDS image {img_path} (image id {iid}): {e}; the file is "
+                f"truncated or corrupt: {_HINT}",
+                img_path,
+            ) from e
+        try:
+            gts = load_groundtruth(gt_path)
+        except (FileNotFoundError, ValueError) as e:
+            raise bad_file(f"{e} (BSDS image id {iid}); {_HINT}", gt_path) from e
         for s, g in enumerate(gts):
             if g.shape != image.shape[:2]:
-                raise ValueError(
-                    f"{gt_path}: segmentation {s + 1} is {g.shape}, image is {image.shape[:2]}"
+                raise bad_file(
+                    f"{gt_path}: segmentation {s + 1} is {g.shape}, image {img_path} is "
+                    f"{image.shape[:2]} (image id {iid}); the files are from different "
+                    f"releases: {_HINT}",
+                    gt_path,
                 )
-        item = {"image": image, "gts": gts, "id": iid}
+        return {"image": image, "gts": gts, "id": iid}
+
+    def __getitem__(self, idx: int):
+        item = fetch(self.load, idx, len(self), self.on_error)
         return self.transform(item) if self.transform is not None else item

@@ -9,7 +9,15 @@ labels 0..K-1 in sorted id order.
 Quick look (after ``make data-coco``)::
 
     ds = CocoRegions("data/coco", "annotations/instances_val2014.json", train=False)
-    item = ds[0]  # image (3, 227, 227), label (), mask (13, 13), ann_id
+    item = ds[0]  # image (3, 227, 227), label (), mask (13, 13), ann_id, bad
+
+Augmentation randomness (jitter, flip) of item ``i`` is drawn from a ``torch.Generator`` seeded
+from ``(aug_seed, epoch, i)`` (``set_epoch``; see :func:`matbackprop.data.bad_items.item_seed`),
+never from the global RNG: an item is identical whatever the number of ranks, DataLoader
+workers or the resume point. A :class:`~matbackprop.errors.DataError` names the file, the image
+and annotation id; ``on_error="skip"`` replaces a bad item by the next one that loads.
+:class:`matbackprop.data.region_store.PreparedCocoRegions` reads the same items from a store
+written once by ``scripts/prepare_coco.py``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from matbackprop.data import transforms as T
+from matbackprop.data.bad_items import bad_file, check_on_error, fetch, item_generator
+from matbackprop.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +67,15 @@ def _load_json(path: Path) -> dict:
         with open(path) as f:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"corrupt COCO annotation file {path}: {e}; {_HINT}") from e
+        raise DataError(f"corrupt COCO annotation file {path}: {e}; {_HINT}") from e
+    if not isinstance(data, dict):
+        raise DataError(
+            f"{path} is not a COCO instances file: its JSON is a {type(data).__name__}, not an "
+            f"object with images/annotations/categories; {_HINT}"
+        )
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
-    if not isinstance(data, dict) or missing:
-        raise ValueError(f"{path} is not a COCO instances file (missing keys {missing})")
+    if missing:
+        raise DataError(f"{path} is not a COCO instances file (missing keys {missing}); {_HINT}")
     return data
 
 
@@ -80,19 +95,25 @@ class CocoRegions(torch.utils.data.Dataset):
         mean_fill: replace pixels outside the instance mask by the mean colour (0 after
             normalisation), SDS-style.
         mask_size: side of the returned pooling mask.
-        min_area: instances whose decoded mask has fewer pixels are skipped as degenerate
-            (as are boxes with w or h < 1 and empty segmentations).
+        min_area: instances whose decoded mask has fewer pixels are skipped as ``small`` (the
+            task passes it for training only; 0 keeps every non-degenerate instance).
+            Boxes with w or h < 1 and empty segmentations are always skipped (``degenerate``).
         max_items: keep a random subset (drawn with ``seed``, kept in file order) of this size.
-        seed: seed of the ``max_items`` subset. Training augmentation draws from torch's RNG,
-            which ``DataLoader`` seeds per worker (reproducible under ``torch.manual_seed``).
+        seed: seed of the ``max_items`` subset.
+        aug_seed: training augmentation of item ``i`` in epoch ``e`` (``set_epoch``) draws from
+            a generator seeded from ``(aug_seed, e, i)``.
+        on_error: ``raise`` (a :class:`DataError` naming the file and ids) or ``skip`` (replace
+            the item by the next index that loads; the item's ``bad`` is 1).
 
     Shape:
         ``ds[i]`` is a dict: ``image`` float32 ``(3, crop_size, crop_size)`` (ImageNet-normalised,
         padding 0), ``label`` int64 ``()``, ``mask`` float32 ``(mask_size, mask_size)`` (fraction
-        of each canvas cell covered by the instance, aligned with the image), ``ann_id`` int.
+        of each canvas cell covered by the instance, aligned with the image), ``ann_id`` int,
+        ``bad`` int (1 if a bad item was replaced).
 
     Attributes:
-        num_classes, class_names (label order), cat_id_to_label, skipped ``{"crowd", "degenerate"}``.
+        num_classes, class_names (label order), cat_id_to_label, skipped
+        ``{"crowd", "degenerate", "small"}``, stats (``skipped`` plus ``kept``), epoch.
 
     The index holds only numpy arrays and one packed byte buffer of RLE masks (cheap to pickle
     and to share with forked ``DataLoader`` workers); images and masks are decoded per item.
@@ -113,6 +134,8 @@ class CocoRegions(torch.utils.data.Dataset):
         min_area: int = 64,
         max_items: int | None = None,
         seed: int = 0,
+        aug_seed: int = 0,
+        on_error: str = "raise",
     ):
         if max_side > crop_size:
             raise ValueError(f"max_side ({max_side}) must be <= crop_size ({crop_size})")
@@ -127,6 +150,7 @@ class CocoRegions(torch.utils.data.Dataset):
         self.jitter = jitter if self.train else 0
         self.hflip = self.train and (hflip is None or bool(hflip))
         self.mean_fill, self.mask_size, self.min_area = mean_fill, mask_size, min_area
+        self.aug_seed, self.on_error, self.epoch = int(aug_seed), check_on_error(on_error), 0
 
         data = _load_json(self.ann_file)
         cats = sorted(data["categories"], key=lambda c: c["id"])
@@ -135,13 +159,23 @@ class CocoRegions(torch.utils.data.Dataset):
         self.num_classes = len(cats)
         self._index(data, max_items, seed)
         log.info(
-            "CocoRegions(%s): %d regions, %d classes; skipped crowd=%d degenerate=%d",
+            "CocoRegions(%s): %d regions, %d classes; skipped crowd=%d degenerate=%d small=%d",
             self.ann_file.name,
             len(self),
             self.num_classes,
             self.skipped["crowd"],
             self.skipped["degenerate"],
+            self.skipped["small"],
         )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose augmentation ``ds[i]`` draws (see the class docstring)."""
+        self.epoch = int(epoch)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Kept and skipped region counts: ``{"kept", "crowd", "degenerate", "small"}``."""
+        return {"kept": len(self), **self.skipped}
 
     # ---------------------------------------------------------------- paths
     def _resolve_ann_file(self, ann_file) -> Path:
@@ -169,35 +203,63 @@ class CocoRegions(torch.utils.data.Dataset):
 
     # ---------------------------------------------------------------- index
     def _index(self, data: dict, max_items: int | None, seed: int) -> None:
-        images = {im["id"]: im for im in data["images"]}
-        img_ids = sorted(images)
+        f = self.ann_file
+        try:
+            images = {im["id"]: im for im in data["images"]}
+            img_ids = sorted(images)
+            self._hw = np.array(
+                [[images[i]["height"], images[i]["width"]] for i in img_ids], np.int64
+            ).reshape(-1, 2)
+            self._files = [images[i]["file_name"] for i in img_ids]
+        except (KeyError, TypeError) as e:
+            raise DataError(
+                f"{f}: an entry of 'images' lacks id/file_name/height/width ({e!r})"
+            ) from e
         img_pos = {iid: k for k, iid in enumerate(img_ids)}
-        self._files = [images[i]["file_name"] for i in img_ids]
-        self._hw = np.array([[images[i]["height"], images[i]["width"]] for i in img_ids], np.int64)
+        self._image_ids = np.array(img_ids, dtype=np.int64)
 
-        skipped = {"crowd": 0, "degenerate": 0}
+        skipped = {"crowd": 0, "degenerate": 0, "small": 0}
         rows, rles = [], []  # rows: (image pos, label, ann_id, x, y, w, h)
         anns = data["annotations"]
         for ann in tqdm(anns, desc=f"index {self.ann_file.name}", disable=None, leave=False):
+            if not isinstance(ann, dict):
+                raise DataError(f"{f}: an annotation is a {type(ann).__name__}, not an object")
+            aid = ann.get("id")
+            missing = [k for k in ("id", "image_id", "category_id", "bbox") if k not in ann]
+            if missing or ("segmentation" not in ann and not ann.get("iscrowd", 0)):
+                missing += [] if "segmentation" in ann else ["segmentation"]
+                raise DataError(
+                    f"{f}: annotation {aid} has no {'/'.join(missing)}; the file is not a "
+                    f"complete COCO instances file; {_HINT}"
+                )
             if ann.get("iscrowd", 0):
                 skipped["crowd"] += 1
                 continue
             if ann["image_id"] not in img_pos or ann["category_id"] not in self.cat_id_to_label:
-                raise ValueError(
-                    f"{self.ann_file}: annotation {ann.get('id')} refers to an unknown "
+                raise DataError(
+                    f"{f}: annotation {aid} refers to an unknown "
                     f"image {ann['image_id']} or category {ann['category_id']}"
                 )
             k = img_pos[ann["image_id"]]
             h, w = (int(v) for v in self._hw[k])
-            x, y, bw, bh = (float(v) for v in ann["bbox"])
-            # clip the box to the image; degenerate if < 1 px wide/high or too small a mask
+            try:
+                x, y, bw, bh = (float(v) for v in ann["bbox"])
+                rle = segmentation_to_rle(ann["segmentation"], h, w)
+            except (TypeError, ValueError) as e:
+                raise DataError(
+                    f"{f}: annotation {aid} has a malformed bbox/segmentation: {e}"
+                ) from e
+            # clip the box to the image; degenerate if < 1 px wide/high or an empty mask
             x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + bw, w), min(y + bh, h)
-            rle = segmentation_to_rle(ann["segmentation"], h, w)
-            if x1 - x0 < 1 or y1 - y0 < 1 or rle is None or mask_utils.area(rle) < self.min_area:
+            area = 0 if rle is None else int(mask_utils.area(rle))
+            if x1 - x0 < 1 or y1 - y0 < 1 or area < 1:
                 skipped["degenerate"] += 1
                 continue
+            if area < self.min_area:
+                skipped["small"] += 1
+                continue
             label = self.cat_id_to_label[ann["category_id"]]
-            rows.append((k, label, ann["id"], x0, y0, x1 - x0, y1 - y0))
+            rows.append((k, label, aid, x0, y0, x1 - x0, y1 - y0))
             rles.append(rle["counts"])
         self.skipped = skipped
 
@@ -223,43 +285,64 @@ class CocoRegions(torch.utils.data.Dataset):
         counts = self._rle_buf[self._rle_off[i] : self._rle_off[i + 1]].tobytes()
         return {"size": [h, w], "counts": counts}
 
+    def describe(self, i: int) -> str:
+        """``"<file> (image id I, annotation A)"`` of item ``i``, for error messages."""
+        k = self._img[i]
+        return (
+            f"{self.image_dir / self._files[k]} (image id {self._image_ids[k]}, "
+            f"annotation {self._ann_id[i]})"
+        )
+
     def _load_image(self, i: int) -> np.ndarray:
         k = self._img[i]
         path = self.image_dir / self._files[k]
         if not path.is_file():
-            raise FileNotFoundError(f"COCO image {path} not found; {_HINT}")
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))  # (H, W, 3) uint8
+            raise bad_file(f"COCO image {self.describe(i)} not found; {_HINT}", path)
+        try:
+            with Image.open(path) as im:
+                rgb = np.asarray(im.convert("RGB"))  # (H, W, 3) uint8
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise bad_file(
+                f"cannot decode COCO image {self.describe(i)}: {e}; the file is truncated or "
+                "corrupt: re-download it (`make data-coco`)",
+                path,
+            ) from e
         if rgb.shape[:2] != tuple(self._hw[k]):
-            raise ValueError(
-                f"{path} is {rgb.shape[1]}x{rgb.shape[0]} but {self.ann_file.name} says "
-                f"{self._hw[k][1]}x{self._hw[k][0]}"
+            raise bad_file(
+                f"COCO image {self.describe(i)} is {rgb.shape[1]}x{rgb.shape[0]} but "
+                f"{self.ann_file.name} says {self._hw[k][1]}x{self._hw[k][0]}; the image or the "
+                "annotation file is from another release: re-download it (`make data-coco`)",
+                path,
             )
         return rgb
 
-    def __getitem__(self, i: int) -> dict:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} regions")
-        i = i % len(self)
-        rgb = self._load_image(i)  # (H, W, 3)
-        inst = mask_utils.decode(self._rle(i))  # (H, W) uint8
-        x, y, w, h = self._box[i]
-        box = (x, y, x + w, y + h)
-        size = T.resized_size(w, h, self.max_side)  # (w', h')
-        patch = T.normalize(T.crop_resize(rgb, box, size))  # (3, h', w')
-        mpatch = T.crop_resize(inst, box, size)[None]  # (1, h', w') soft coverage
+    def _patch(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The box of region ``i`` resampled to largest side ``max_side``: image and soft mask.
 
-        ox, oy = T.centered_offset(self.crop_size, size)
+        Shape: -> ``(h', w', 3)`` uint8, ``(h', w')`` float32 in [0, 1].
+        """
+        return crop_region(
+            self._load_image(i), mask_utils.decode(self._rle(i)), self._box[i], self.max_side
+        )
+
+    def _finish(self, i: int, rgb: np.ndarray, mpatch: np.ndarray, index: int) -> dict:
+        """Normalise, place, (jitter, flip), mean-fill and downsample a region's patch.
+
+        Randomness comes from the generator of ``(aug_seed, epoch, index)``.
+        """
+        h, w = mpatch.shape
+        ox, oy = T.centered_offset(self.crop_size, (w, h))
         flip = False
-        if self.jitter:
-            dx, dy = torch.randint(-self.jitter, self.jitter + 1, (2,)).tolist()
+        if self.jitter or self.hflip:
+            g = item_generator(self.aug_seed, self.epoch, index)
+            dx, dy = torch.randint(-self.jitter, self.jitter + 1, (2,), generator=g).tolist()
             ox, oy = ox + dx, oy + dy
-        if self.hflip:
-            flip = bool(torch.rand(()) < 0.5)
-        image = T.paste(patch, self.crop_size, (ox, oy))  # (3, S, S)
-        canvas = np.clip(T.paste(mpatch, self.crop_size, (ox, oy))[0], 0.0, 1.0)  # (S, S)
-        if flip:
-            image, canvas = T.hflip(image), T.hflip(canvas)
+            flip = self.hflip and bool(torch.rand((), generator=g) < 0.5)
+        if flip:  # mirror the small patch and its offset: == flipping the pasted canvas
+            rgb, mpatch, ox = rgb[:, ::-1], mpatch[:, ::-1], self.crop_size - ox - w
+        # == T.paste(T.normalize(rgb), ...) bit for bit, in one pass
+        image = T.normalize_paste(rgb, self.crop_size, (ox, oy))  # (3, S, S)
+        canvas = np.clip(T.paste(mpatch[None], self.crop_size, (ox, oy))[0], 0.0, 1.0)  # (S, S)
         if self.mean_fill:
             image = T.mean_fill(image, canvas, 0.0)
         mask = T.area_downsample(canvas, self.mask_size)  # (mask_size, mask_size)
@@ -270,8 +353,29 @@ class CocoRegions(torch.utils.data.Dataset):
             "ann_id": int(self._ann_id[i]),
         }
 
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} regions")
+        i = i % len(self)
+        return fetch(lambda j: self._finish(j, *self._patch(j), i), i, len(self), self.on_error)
+
     def __repr__(self) -> str:
         return (
-            f"CocoRegions({self.ann_file}, n={len(self)}, classes={self.num_classes}, "
+            f"{type(self).__name__}({self.ann_file}, n={len(self)}, classes={self.num_classes}, "
             f"train={self.train}, crop={self.crop_size}, max_side={self.max_side})"
         )
+
+
+def crop_region(
+    rgb: np.ndarray, inst: np.ndarray, box: np.ndarray, max_side: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resample the float box ``(x, y, w, h)`` of an image and its instance mask so that the
+    box's largest side is ``max_side`` (what the prepared store holds per region).
+
+    Shape: rgb ``(H, W, 3)`` uint8, inst ``(H, W)`` -> ``(h', w', 3)`` uint8, ``(h', w')``
+    float32 soft coverage.
+    """
+    x, y, w, h = (float(v) for v in box)
+    corners = (x, y, x + w, y + h)
+    size = T.resized_size(w, h, max_side)  # (w', h')
+    return T.crop_resize(rgb, corners, size), T.crop_resize(inst, corners, size)

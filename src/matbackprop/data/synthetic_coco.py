@@ -160,7 +160,7 @@ def _write_split(out_dir, split, n_objects, rng, cfg, id_base) -> Path:
     img_dir.mkdir(parents=True, exist_ok=True)
     images, anns = [], []
     lo, hi = cfg["objects_per_image"]
-    r_lo, r_hi = 0.12 * min(h, w), 0.25 * min(h, w)
+    r_lo, r_hi = (f * min(h, w) for f in cfg["object_radius"])
 
     def new_image():
         image_id = id_base + len(images) + 1
@@ -260,6 +260,7 @@ def make_synthetic_coco(
     period: tuple[float, float] = (6.0, 10.0),
     mean_jitter: float = 8.0,
     min_area: int = 64,
+    object_radius: tuple[float, float] = (0.12, 0.25),
 ) -> dict:
     """Write a synthetic MSCOCO-2014-format dataset and return its paths.
 
@@ -274,6 +275,8 @@ def make_synthetic_coco(
         period: range of grating periods in image pixels.
         mean_jitter: per-object std of the mean colour (same for every class).
         min_area: regular objects are drawn with at least ``2 * min_area`` pixels.
+        object_radius: range of object radii as fractions of the image's short side (smaller
+            values fit more objects per image, e.g. ``(0.05, 0.12)`` for 3-8 per 640x480).
 
     Returns:
         ``{"root": Path, "train_ann": Path, "val_ann": Path}``.
@@ -285,6 +288,8 @@ def make_synthetic_coco(
     lo, hi = objects_per_image
     if not 1 <= lo <= hi:
         raise ValueError(f"objects_per_image must satisfy 1 <= lo <= hi, got {objects_per_image}")
+    if not 0 < object_radius[0] <= object_radius[1] < 0.5:
+        raise ValueError(f"object_radius must satisfy 0 < lo <= hi < 0.5, got {object_radius}")
     if min(image_size) < 32:
         raise ValueError(f"image_size must be at least 32x32, got {image_size}")
     out_dir = Path(out_dir)
@@ -297,6 +302,7 @@ def make_synthetic_coco(
         "period": tuple(period),
         "mean_jitter": mean_jitter,
         "min_area": min_area,
+        "object_radius": tuple(object_radius),
         "seed": seed,
     }
     train_rng, val_rng = (np.random.default_rng([seed, s]) for s in (0, 1))

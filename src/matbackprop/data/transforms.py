@@ -142,3 +142,46 @@ def area_downsample(mask: np.ndarray, out_size: int | tuple[int, int]) -> np.nda
     h, w = mask.shape
     a_h, a_w = area_matrix(h, oh), area_matrix(w, ow)  # (oh, H), (ow, W)
     return (a_h @ mask.astype(np.float64) @ a_w.T).astype(np.float32)
+
+
+def _normalize_table() -> np.ndarray:
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
+    std = np.asarray(IMAGENET_STD, dtype=np.float32)
+    v = np.arange(256, dtype=np.uint8)[:, None].astype(np.float32)  # (256, 1)
+    return np.ascontiguousarray(((v / 255.0 - mean) / std).T)  # (3, 256)
+
+
+_NORMALIZE_TABLE = _normalize_table()
+
+
+def normalize_lut(rgb: np.ndarray) -> np.ndarray:
+    """:func:`normalize` through a 256-entry table per channel: the same float32 values
+    (bit for bit), about 4× faster.
+
+    Shape:
+        rgb ``(h, w, 3)`` uint8 -> ``(3, h, w)`` float32.
+    """
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(
+            f"normalize_lut needs a (h, w, 3) uint8 array, got {rgb.shape} {rgb.dtype}"
+        )
+    return np.stack([_NORMALIZE_TABLE[c][rgb[..., c]] for c in range(3)])
+
+
+def normalize_paste(rgb: np.ndarray, canvas_size: int, offset: tuple[int, int]) -> np.ndarray:
+    """``paste(normalize(rgb), canvas_size, offset)`` in one pass (bit for bit the same): only
+    the visible part of the patch is normalised, straight into the zero canvas.
+
+    Shape:
+        rgb ``(h, w, 3)`` uint8 (any strides, e.g. a flipped view) -> ``(3, S, S)`` float32.
+    """
+    h, w = rgb.shape[:2]
+    out = np.zeros((3, canvas_size, canvas_size), dtype=np.float32)
+    ox, oy = offset
+    x0, y0 = max(ox, 0), max(oy, 0)
+    x1, y1 = min(ox + w, canvas_size), min(oy + h, canvas_size)
+    if x1 > x0 and y1 > y0:
+        sub = rgb[y0 - oy : y1 - oy, x0 - ox : x1 - ox]  # (y1 - y0, x1 - x0, 3)
+        for c in range(3):
+            out[c, y0:y1, x0:x1] = _NORMALIZE_TABLE[c][sub[..., c]]
+    return out

@@ -25,11 +25,19 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from matbackprop.data.bad_items import (
+    SKIP_HINT,
+    BadItemCounter,
+    check_on_error,
+    fetch,
+    item_generator,
+)
 from matbackprop.data.bsds import BSDS
 from matbackprop.data.synthetic import ensure_generated, make_synthetic_bsds
 from matbackprop.data.transforms import normalize
 from matbackprop.engine.checkpoint import epoch_seed, seed_worker
 from matbackprop.engine.logging import Figure, Table
+from matbackprop.errors import UserError
 from matbackprop.evaluation.covering import collect, evaluate_segs
 from matbackprop.evaluation.segment import segment_from_features, write_segs
 from matbackprop.models.deepncut import DeepNCut, ncut_loss_on_grid
@@ -47,29 +55,64 @@ def to_tensor(image: np.ndarray) -> Tensor:
 class TrainImages(Dataset):
     """BSDS items as training pairs: normalised image and one human segmentation.
 
-    Item: dict(image (3, H, W) float32, seg (H, W) int64 labels ≥ 1, id str).
+    The human (``human="random"``) and the flip of item ``i`` in epoch ``e`` (``set_epoch``)
+    are drawn from a generator seeded from ``(seed, e, i)``
+    (:func:`matbackprop.data.bad_items.item_seed`), so they do not depend on ranks, DataLoader
+    workers or the resume point. ``on_error="skip"`` replaces a bad image by the next one of
+    the same size that loads (an image whose header is unreadable takes the size of the next
+    readable one, which then replaces it).
+
+    Item: dict(image (3, H, W) float32, seg (H, W) int64 labels ≥ 1, id str, bad int).
     """
 
-    def __init__(self, bsds: BSDS, human: str = "random", hflip: bool = True) -> None:
+    def __init__(
+        self,
+        bsds: BSDS,
+        human: str = "random",
+        hflip: bool = True,
+        seed: int = 0,
+        on_error: str = "raise",
+    ) -> None:
         if human not in ("random", "first"):
             raise ValueError(f"data.human must be 'random' or 'first', got {human!r}")
         self.bsds, self.human, self.hflip = bsds, human, hflip
-        self.sizes = []  # (H, W) per item from the JPEG header (no decoding)
-        for _, img, _ in bsds.items:
-            with Image.open(img) as im:
-                self.sizes.append((im.height, im.width))
+        self.seed, self.on_error, self.epoch = int(seed), check_on_error(on_error), 0
+        sizes: list[tuple[int, int] | None] = []  # (H, W) per item from the JPEG header
+        for iid, img, _ in bsds.items:
+            try:
+                with Image.open(img) as im:
+                    sizes.append((im.height, im.width))
+            except (OSError, SyntaxError, ValueError) as e:
+                if on_error == "raise":
+                    raise DataError(
+                        f"cannot read BSDS image {img} (image id {iid}): {e}; the file is "
+                        f"truncated or corrupt: {HINT}; {SKIP_HINT}"
+                    ) from e
+                sizes.append(None)
+        good = [k for k, sz in enumerate(sizes) if sz is not None]
+        if sizes and not good:
+            raise DataError(f"no readable training image in {bsds.data_dir}; {HINT}")
+        n = len(sizes)
+        self.sizes = [
+            sz or sizes[min(good, key=lambda j: (j - k) % n)] for k, sz in enumerate(sizes)
+        ]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose human/flip draws ``ds[i]`` uses."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.bsds)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item = self.bsds[i]
-        gts = item["gts"]
-        s = int(torch.randint(len(gts), ()).item()) if self.human == "random" else 0
+        same_size = lambda j: self.sizes[j] == self.sizes[i]  # noqa: E731  (batches need it)
+        item = fetch(self.bsds.load, i, len(self), self.on_error, accept=same_size)
+        gts, g = item["gts"], item_generator(self.seed, self.epoch, i)
+        s = int(torch.randint(len(gts), (), generator=g)) if self.human == "random" else 0
         image, seg = to_tensor(item["image"]), torch.from_numpy(gts[s].astype(np.int64))
-        if self.hflip and bool(torch.rand(()) < 0.5):
+        if self.hflip and bool(torch.rand((), generator=g) < 0.5):
             image, seg = image.flip(-1), seg.flip(-1)
-        return {"image": image, "seg": seg, "id": item["id"]}
+        return {"image": image, "seg": seg, "id": item["id"], "bad": item["bad"]}
 
 
 class SameSizeBatches(torch.utils.data.Sampler):
@@ -148,9 +191,13 @@ class BsdsTask:
             if not root.is_dir():
                 raise DataError(f"BSDS data folder not found: {root} (data.root); {HINT}")
         version = int(d.get("version", 500))
+        on_error = str(d.get("on_error", "raise"))
         try:
-            self.train_set = BSDS(root, d.train_split, version=version)
-            self.val_set = BSDS(root, d.val_split, version=version)
+            self.bad_items = BadItemCounter(int(d.get("max_skipped", 100)))
+            self.train_set = BSDS(root, d.train_split, version=version, on_error=on_error)
+            self.val_set = BSDS(root, d.val_split, version=version, on_error=on_error)
+        except UserError:  # DataError / ConfigError: already say what to fix
+            raise
         except (FileNotFoundError, ValueError) as err:
             msg = str(err) if "make data-bsds" in str(err) else f"{err}; {HINT}"
             raise DataError(msg) from err
@@ -159,6 +206,13 @@ class BsdsTask:
             ds = getattr(self, f"{name}_set")
             if limit is not None:
                 ds.items = ds.items[: int(limit)]
+        self.train_items = TrainImages(
+            self.train_set,
+            d.get("human", "random"),
+            bool(d.get("hflip", True)),
+            seed=int(cfg.trainer.get("seed", 0)),
+            on_error=on_error,
+        )
         self.run_dir = Path(cfg.run_dir)
         print(
             f"[bsds] {root}: BSDS{version} {d.train_split} {len(self.train_set)} / "
@@ -169,24 +223,15 @@ class BsdsTask:
     def build_model(self) -> nn.Module:
         return build_deepncut(self.cfg.model)
 
-    def _train_items(self) -> TrainImages:
-        if getattr(self, "train_items", None) is None:
-            d = self.cfg.data
-            self.train_items = TrainImages(
-                self.train_set, d.get("human", "random"), bool(d.get("hflip", True))
-            )
-        return self.train_items
-
     def train_batches(self, epoch: int) -> list[list[int]]:
         """The epoch's global batches (one image size each), seeded by (trainer.seed, epoch)."""
         t = self.cfg.trainer
         g = torch.Generator().manual_seed(epoch_seed(int(t.get("seed", 0)), epoch))
-        return SameSizeBatches(self._train_items().sizes, int(t.batch_size), generator=g)._batches()
+        return SameSizeBatches(self.train_items.sizes, int(t.batch_size), generator=g)._batches()
 
     def train_loader(self, epoch: int, batches: list[list[int]]) -> DataLoader:
-        items = self._train_items()
-        if hasattr(items, "set_epoch"):
-            items.set_epoch(epoch)
+        items = self.train_items  # built once in __init__ (seed, on_error)
+        items.set_epoch(epoch)  # per-item randomness: (seed, epoch, index)
         workers = int(self.cfg.trainer.get("workers", 0))
         return DataLoader(
             items,
@@ -204,7 +249,8 @@ class BsdsTask:
             eps=float(self.cfg.model.get("ncut_eps", 1e-6)),
             return_rank=True,
         )
-        return loss.mean(), {"rank_z": rank.double().mean().item()}
+        bad = self.bad_items.add("train", self.train_items.epoch, batch.get("bad", 0))
+        return loss.mean(), {"rank_z": rank.double().mean().item(), "count_bad_items": bad}
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, epoch: int) -> dict[str, Any]:
@@ -215,8 +261,10 @@ class BsdsTask:
         device = next(model.parameters()).device
         seg_dir = self.run_dir / "segs"
         results, losses, ranks, overlays = [], [], [], []
+        self.bad_items.reset("val", epoch)
         for i in range(len(self.val_set)):
             item = self.val_set[i]
+            self.bad_items.add("val", epoch, item["bad"])
             image = to_tensor(item["image"]).unsqueeze(0).to(device)
             feats = model(image).float()  # (1, d, h, w)
             seg0 = torch.from_numpy(item["gts"][0].astype(np.int64)).unsqueeze(0).to(device)
@@ -236,6 +284,7 @@ class BsdsTask:
         metrics["val_cover_ods_k"] = ks[int(np.argmax(summary["cover_curve"]))]
         metrics["val_loss"] = float(np.mean(losses))
         metrics["val_rank_z"] = float(np.mean(ranks))
+        metrics["val_bad_items"] = self.bad_items.counts.get(("val", epoch), 0)
         metrics["per_scale"] = Table(
             ["k", "cover", "pri", "vi"],
             [

@@ -21,10 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from matbackprop.data.bad_items import BadItemCounter
 from matbackprop.data.coco_regions import CocoRegions
+from matbackprop.data.region_store import PREPARE_HINT, PreparedCocoRegions, store_status
 from matbackprop.data.synthetic import ensure_generated, make_synthetic_coco
 from matbackprop.engine.checkpoint import epoch_seed, seed_worker
 from matbackprop.engine.logging import Confusion, Table
+from matbackprop.errors import UserError
 from matbackprop.models.build import build_model
 from matbackprop.tasks import DataError
 
@@ -52,6 +55,28 @@ def ensure_synthetic(root: str | Path, params: Mapping[str, Any]) -> Path:
         return ensure_generated(root, kwargs, make_synthetic_coco)
     except FileExistsError as err:
         raise DataError(str(err)) from err
+
+
+def region_store_for(
+    root: Path, store: str | None, images: str, ann: str, common: Mapping[str, Any]
+) -> Path | None:
+    """The prepared store folder of one split (``data.store``), or None for on-the-fly crops.
+
+    ``auto``: ``<root>/prepared/<images>`` when complete (else None, with a one-line hint);
+    ``none``: None; any other value is a folder holding ``<images>/`` stores (must be complete).
+    """
+    store = "none" if store is None else str(store)
+    if store == "none":
+        return None
+    if store != "auto":
+        return Path(store) / Path(images).name
+    path = root / "prepared" / Path(images).name
+    why = store_status(path, root / ann, int(common["max_side"]))
+    if why is None:
+        return path
+    if path.exists() or not (root / "synthetic.json").is_file():
+        print(f"[coco] on-the-fly crops: {why}; for a faster loader {PREPARE_HINT}")
+    return None
 
 
 def classification_metrics(
@@ -115,6 +140,7 @@ class CocoTask:
                     "val images": d.val_images,
                 },
             )
+        on_error = str(d.get("on_error", "raise"))
         common = dict(
             crop_size=int(d.crop_size),
             max_side=int(d.max_side),
@@ -122,26 +148,27 @@ class CocoTask:
             hflip=d.get("hflip"),
             mean_fill=bool(d.get("mean_fill", False)),
             mask_size=int(d.mask_size),
-            min_area=int(d.min_area),
             seed=int(d.get("subset_seed", 0)),
+            aug_seed=int(cfg.trainer.get("seed", 0)),
+            on_error=on_error,
         )
+        # min_area filters training only; validation keeps every non-degenerate instance
+        splits = {
+            "train": (d.train_ann, d.train_images, True, int(d.min_area), "max_train_items"),
+            "val": (d.val_ann, d.val_images, False, 0, "max_val_items"),
+        }
         try:
-            self.train_set = CocoRegions(
-                root,
-                d.train_ann,
-                train=True,
-                image_dir=root / d.train_images,
-                max_items=d.get("max_train_items"),
-                **common,
-            )
-            self.val_set = CocoRegions(
-                root,
-                d.val_ann,
-                train=False,
-                image_dir=root / d.val_images,
-                max_items=d.get("max_val_items"),
-                **common,
-            )
+            self.bad_items = BadItemCounter(int(d.get("max_skipped", 100)))
+            for name, (ann, images, train, min_area, limit) in splits.items():
+                store = region_store_for(root, d.get("store", "auto"), images, ann, common)
+                args = (root, ann, train)
+                kwargs = dict(
+                    common, image_dir=root / images, min_area=min_area, max_items=d.get(limit)
+                )
+                ds = PreparedCocoRegions(store, *args, **kwargs) if store else None
+                setattr(self, f"{name}_set", ds or CocoRegions(*args, **kwargs))
+        except UserError:  # DataError / ConfigError: already say what to fix
+            raise
         except (FileNotFoundError, ValueError) as err:
             msg = str(err) if "make data-coco" in str(err) else f"{err}; {HINT}"
             raise DataError(msg) from err
@@ -151,12 +178,13 @@ class CocoTask:
             raise DataError(
                 f"no usable regions in {root} (train {len(self.train_set)}, val {len(self.val_set)})"
             )
+        self.data_stats = {"train": self.train_set.stats, "val": self.val_set.stats}
         self.num_classes = self.train_set.num_classes
         self.class_names = list(self.train_set.class_names)
         print(
             f"[coco] {root}: {len(self.train_set)} train / {len(self.val_set)} val regions, "
             f"{self.num_classes} classes; skipped train {self.train_set.skipped}, "
-            f"val {self.val_set.skipped}"
+            f"val {self.val_set.skipped} (min_area={int(d.min_area)} filters training only)"
         )
 
     # ------------------------------------------------------------------ engine hooks
@@ -198,17 +226,21 @@ class CocoTask:
         logits = model(batch["image"], batch["mask"])  # (B, K)
         loss = F.cross_entropy(logits.float(), batch["label"])
         error = (logits.argmax(1) != batch["label"]).float().mean().item() * 100.0
-        return loss, {"error": error}
+        bad = self.bad_items.add("train", self.train_set.epoch, batch.get("bad", 0))
+        return loss, {"error": error, "count_bad_items": bad}
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, epoch: int) -> dict[str, Any]:
         device = next(model.parameters()).device
-        logits, labels = [], []
+        logits, labels, bad = [], [], 0
+        self.bad_items.reset("val", epoch)
         for batch in self._loader(self.val_set, train=False):
+            bad += self.bad_items.add("val", epoch, batch.get("bad", 0))
             out = model(batch["image"].to(device), batch["mask"].to(device))  # (B, K)
             logits.append(out.float().cpu())
             labels.append(batch["label"])
         metrics = classification_metrics(torch.cat(logits), torch.cat(labels), self.class_names)
+        metrics["val_bad_items"] = bad
         n_eig = int(self.cfg.get("eval", {}).get("eig_samples", 8))
         if n_eig > 0 and hasattr(model, "pooled"):
             items = [self.val_set[i] for i in range(min(n_eig, len(self.val_set)))]
