@@ -139,7 +139,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path, data_root, reference):
     for a, b in zip(one, two):
         assert float(b["train_loss"]) == pytest.approx(float(a["train_loss"]), rel=1e-3)
         assert b["val_error"] == a["val_error"]
-        assert b["val_loss"] == pytest.approx(float(a["val_loss"]), rel=1e-3)
+        assert float(b["val_loss"]) == pytest.approx(float(a["val_loss"]), rel=1e-3)
     status = json.loads((run_dir / "status.json").read_text())
     assert status["finished"] and status["runtime"]["world_size"] == 2
     # only rank 0 wrote: one header + one row per epoch
