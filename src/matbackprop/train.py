@@ -12,14 +12,14 @@ traceback).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from matbackprop.engine.trainer import FitResult, RunFolderError, fit
-from matbackprop.tasks import DataError, task_factory
+from matbackprop.cli import run_cli
+from matbackprop.engine.trainer import FitResult, fit
+from matbackprop.tasks import task_factory
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -31,11 +31,7 @@ def run(cfg: DictConfig) -> FitResult:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="coco")
 def main(cfg: DictConfig) -> None:
-    try:
-        result = run(cfg)
-    except (DataError, FileNotFoundError, RunFolderError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    result = run_cli(run, cfg)
     if result.best is not None:
         print(f"[train] {result.run_dir}: best {result.monitor} = {result.best:.4g}")
 
