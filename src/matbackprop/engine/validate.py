@@ -190,7 +190,7 @@ RULES: dict[str, Check] = {
     "eval.min_size": integer(0),
     "eval.overlays": integer(0),
 }
-REQUIRED = ("task", "run_dir", "trainer.epochs", "trainer.batch_size", "optim.lr")
+REQUIRED = ("trainer.epochs", "trainer.batch_size", "optim.lr")
 EXAMPLES = {
     "optim.lr": "optim.lr=0.01",
     "trainer.epochs": "trainer.epochs=10 (an untrained model is scored by matbackprop.evaluate)",
