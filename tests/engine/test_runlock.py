@@ -95,3 +95,23 @@ def test_release_reentry_and_other_ranks(tmp_path, monkeypatch):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_file_system_without_flock_warns_and_runs(tmp_path, monkeypatch, capsys):
+    def no_locks(fd, op):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr("matbackprop.engine.runlock.fcntl.flock", no_locks)
+    with RunLock(tmp_path / "run"):
+        pass
+    assert "cannot be locked ([Errno 37] No locks available)" in capsys.readouterr().err
+
+
+def test_unwritable_folder_is_a_run_folder_error(tmp_path, monkeypatch):
+    def denied(*args):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("matbackprop.engine.runlock.os.open", denied)
+    with pytest.raises(RunFolderError, match=r"cannot create the lock file .*\.lock.*writable"):
+        with RunLock(tmp_path / "run"):
+            pass

@@ -126,7 +126,13 @@ class RunLock:
                 _held[key] = (fd, depth + 1)
                 self._key = key
                 return self
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as err:
+                raise RunFolderError(
+                    f"cannot create the lock file {self.path}: {err}. The run folder must be "
+                    "writable; choose another output_root=... or run_dir=..."
+                ) from err
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -137,6 +143,14 @@ class RunLock:
                     "Wait for it to finish or stop it; to run both, give this one another "
                     "run_name=... (or run_dir=...)."
                 ) from None
+            except OSError as err:  # ENOLCK / EOPNOTSUPP: a file system without flock
+                os.close(fd)
+                print(
+                    f"[runlock] warning: {self.run_dir} cannot be locked ({err}); nothing stops "
+                    "a second command from using this run folder at the same time",
+                    file=sys.stderr,
+                )
+                return self
             except BaseException:
                 os.close(fd)
                 raise
