@@ -118,7 +118,6 @@ class RunLock:
     def __enter__(self) -> RunLock:
         if not _is_lock_rank():
             return self
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         key = os.path.realpath(self.path)
         with _held_guard:
             if key in _held:  # re-entered in the same process
@@ -127,6 +126,7 @@ class RunLock:
                 self._key = key
                 return self
             try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             except OSError as err:
                 raise RunFolderError(
