@@ -12,6 +12,8 @@ Checksum: we could not find a published reference hash for ``BSR_bsds500.tgz``, 
 built in (UNVERIFIED). The script prints the SHA-256 of the archive and records it in
 ``<root>/BSR_bsds500.tgz.sha256``; pass ``--sha256 HEX`` to enforce a known value (e.g. the one
 recorded on a previous machine). The unpacked tree is checked for the expected image counts.
+Exit codes: 0 done, 2 no network / a failed, corrupt or mismatching download / an incomplete
+layout (one message naming the URL or file and the fix, no traceback), 1 a bug (traceback).
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ import sys
 import tarfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
+from matbackprop.cli import call_cli
+from matbackprop.data.download import DownloadError, file_hash
 from matbackprop.data.download import download as _download
-from matbackprop.data.download import file_hash
+from matbackprop.errors import DataError
 
 URLS = (
     "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/BSR/BSR_bsds500.tgz",
@@ -72,19 +77,36 @@ def download(url: str, dest: Path, timeout: float = 60.0) -> Path:
 
 
 def extract(archive: Path, root: Path) -> None:
-    """Unpack the tarball into ``root`` (refusing members that escape it)."""
-    with tarfile.open(archive, "r:gz") as tar:
-        base = root.resolve()
-        for m in tar.getmembers():
-            if not (base / m.name).resolve().is_relative_to(base):
-                raise ValueError(f"{archive}: unsafe member path {m.name!r}")
-        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.12: safe extraction filter
-            tar.extractall(root, filter="data")
-        else:
-            tar.extractall(root)
+    """Unpack the tarball into ``root`` (refusing members that escape it).
+
+    Raises:
+        DownloadError: the archive is corrupt or holds a member outside ``root``.
+    """
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            base = root.resolve()
+            for m in tar.getmembers():
+                if not (base / m.name).resolve().is_relative_to(base):
+                    raise DownloadError(
+                        f"{archive}: unsafe member path {m.name!r}; this is not the BSDS "
+                        "archive: delete it and rerun"
+                    )
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.12: safe extraction
+                tar.extractall(root, filter="data")
+            else:
+                tar.extractall(root)
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise DownloadError(
+            f"cannot unpack {archive}: {e}. Delete it and rerun to download it again"
+        ) from e
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: 0 done, 2 a data / download problem (message on stderr)."""
+    return call_cli(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(description="Download BSDS500 (BSR_bsds500.tgz) and unpack it.")
     p.add_argument("--root", default="data/bsds", help="target folder (default data/bsds)")
     p.add_argument("--sha256", default=EXPECTED_SHA256, help="expected SHA-256 of the archive")
@@ -107,15 +129,18 @@ def main(argv: list[str] | None = None) -> int:
                 errors.append(f"{url}: {e}")
                 print(f"download failed: {url}: {e}", file=sys.stderr)
         else:
-            print("could not download BSDS500:\n  " + "\n  ".join(errors), file=sys.stderr)
-            return 1
+            raise DownloadError(
+                "could not download BSDS500:\n  " + "\n  ".join(errors) + "\nCheck the "
+                "network connection and rerun (partial downloads resume), or pass --url."
+            )
     digest = sha256sum(archive)
     (root / f"{ARCHIVE}.sha256").write_text(f"{digest}  {ARCHIVE}\n")
     print(f"SHA-256 {digest}  {archive}")
     if args.sha256 and digest != args.sha256.lower():
-        print(f"checksum mismatch: expected {args.sha256}; delete {archive} and retry",
-              file=sys.stderr)  # fmt: skip
-        return 1
+        raise DownloadError(
+            f"checksum mismatch for {archive}: SHA-256 {digest}, expected {args.sha256}; "
+            "delete it and rerun"
+        )
     if not args.sha256:
         print("(no reference checksum known: the hash above is recorded but UNVERIFIED)")
     if args.force and (root / "BSR").exists():
@@ -124,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     extract(archive, root)
     problems = check_layout(root)
     if problems:
-        print("unexpected layout after extraction:\n  " + "\n  ".join(problems), file=sys.stderr)
-        return 1
+        raise DataError(
+            f"unexpected layout after extracting {archive}:\n  "
+            + "\n  ".join(problems)
+            + "\nDelete the archive and rerun with --force to download and extract it again."
+        )
     print(f"BSDS500 ready: {root / 'BSR' / 'BSDS500' / 'data'}")
     return 0
 

@@ -13,6 +13,9 @@ extraction unless ``--keep-zips``). Final layout (what ``CocoRegions`` reads)::
     <root>/train2014/COCO_train2014_*.jpg  (82,783 images)
     <root>/val2014/COCO_val2014_*.jpg      (40,504 images)
 
+Exit codes: 0 done, 2 no network / a failed or corrupt download / an incomplete layout (one
+message naming the URL or file and the fix, no traceback), 1 a bug (traceback).
+
 The MD5s and sizes below are the values published with the 2014 release; each agrees across
 several independent public download scripts (checked for this project, not re-downloaded).
 """
@@ -29,7 +32,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from matbackprop.data.download import CHUNK, download, file_hash, human
+from matbackprop.cli import call_cli
+from matbackprop.data.download import CHUNK, DownloadError, download, file_hash, human
+from matbackprop.errors import DataError
 
 BASE = "http://images.cocodataset.org"
 # name: (url, md5, size in bytes, what it unpacks to)
@@ -63,19 +68,29 @@ def md5sum(path: Path, chunk: int = CHUNK, progress: bool = False) -> str:
 
 
 def verify(path: Path, md5: str) -> None:
-    """Raise ``OSError`` (and remove the file) if ``path`` does not have the expected MD5."""
+    """Raise :class:`DownloadError` (an ``OSError``) and move the file aside to ``<name>.bad``
+    if ``path`` does not have the expected MD5."""
     got = md5sum(path, progress=True)
     if got != md5:
         bad = path.with_name(path.name + ".bad")
         path.replace(bad)
-        raise OSError(f"MD5 mismatch for {path.name}: got {got}, expected {md5}; moved to {bad}")
+        raise DownloadError(
+            f"MD5 mismatch for {path.name}: got {got}, expected {md5}; moved to {bad}. "
+            "Rerun to download it again (delete the .bad file once done)"
+        )
 
 
 def extract(zip_path: Path, root: Path) -> None:
-    """Unzip ``zip_path`` into ``root`` with a progress bar."""
-    with zipfile.ZipFile(zip_path) as zf:
-        for member in tqdm(zf.infolist(), desc=f"unzip {zip_path.name}", unit="file", disable=None):
-            zf.extract(member, root)
+    """Unzip ``zip_path`` into ``root`` with a progress bar (a corrupt zip: DownloadError)."""
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            members = zf.infolist()
+            for member in tqdm(members, desc=f"unzip {zip_path.name}", unit="file", disable=None):
+                zf.extract(member, root)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
+        raise DownloadError(
+            f"cannot unzip {zip_path}: {e}. Delete it and rerun to download it again"
+        ) from e
 
 
 def check_layout(root: Path, skip_images: bool = False) -> list[str]:
@@ -115,6 +130,11 @@ def fetch(name: str, root: Path, keep_zip: bool, opener=urllib.request.urlopen) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: 0 done, 2 a data / download problem (message on stderr)."""
+    return call_cli(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", type=Path, default=Path("data/coco"), help="target folder")
     p.add_argument("--skip-images", action="store_true", help="annotations only (~250 MB)")
@@ -136,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         fetch(name, root, args.keep_zips)
     problems = check_layout(root, args.skip_images)
     if problems:
-        print("layout check FAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
-        return 1
+        raise DataError(
+            f"layout check of {root} FAILED:\n  " + "\n  ".join(problems) + "\nRerun this "
+            f"script; if it persists, delete the .done_* markers in {root} to extract again."
+        )
     print(f"done: {root} is ready (annotations{'' if args.skip_images else ' + images'})")
     return 0
 

@@ -136,7 +136,7 @@ def test_missing_data_names_path_and_make_target(tmp_path):
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    cfg = _cfg(tmp_path, "demo_bsds_deepncut", ["+eval.checkpoint=best"])
+    cfg = _cfg(tmp_path, "demo_bsds_deepncut", ["eval.checkpoint=best"])
     with pytest.raises(FileNotFoundError, match="best.pt"):
         evaluate(cfg)
 

@@ -45,3 +45,9 @@ EXIT_DIVERGED = DivergedError.exit_code
 EXIT_PREEMPTED = (
     75  # EX_TEMPFAIL: stopped by SIGTERM / SIGUSR1 / SIGUSR2 after a checkpoint; rerun to continue
 )
+
+
+class Stopped(Exception):
+    """A stop signal arrived and a checkpoint was written: exit :data:`EXIT_PREEMPTED`."""
+
+    exit_code = EXIT_PREEMPTED

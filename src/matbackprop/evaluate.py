@@ -4,13 +4,21 @@
     python -m matbackprop.evaluate --config-name bsds experiment=table2_deepncut_alexnet eval.checkpoint=best
 
 Builds the task and model exactly as ``matbackprop.train`` would (same seed, so an untrained
-model has the weights a training run starts from), loads ``<run_dir>/<eval.checkpoint>.pt``
-when ``eval.checkpoint`` is ``best`` or ``last`` (default ``none``), runs the task's
-``evaluate`` once, and writes ``metrics.csv`` (one row, epoch -1 for untrained models),
-``eval.json`` and ``tables/`` in the run folder (for a checkpoint of a trained run only
-``eval.json`` and ``tables/eval_<which>_*.csv``: its training record is left alone). Used for
-the paper's "not fine-tuned" rows and for the untrained side of the demo.
-Exit codes: 0 done, 2 missing/corrupt data or checkpoint (message, no traceback).
+model has the weights a training run starts from) and runs the task's ``evaluate`` once.
+
+- ``eval.checkpoint=none`` (default): the untrained model. The run folder's record is this one
+  evaluation: ``config.yaml``, ``metrics.csv`` (one row, epoch -1), ``eval.json``, ``tables/``
+  (and the task's outputs, e.g. ``segs/``). Refused on a folder that holds a training run
+  (``last.pt``, ``best.pt`` or ``status.json``): that would overwrite its record.
+- ``eval.checkpoint=best|last``: loads ``<run_dir>/<best|last>.pt`` and writes everything
+  (``config.yaml``, ``eval.json``, ``tables/``, the task's outputs) under
+  ``<run_dir>/eval/<best|last>/``; the training record is left byte-identical.
+
+Hydra writes no ``.hydra/`` or log file here (``HYDRA_OVERRIDES``). The configuration is
+validated before any data is read, and the run folder is locked for the whole evaluation (:class:`~matbackprop.engine.runlock.RunLock`). Used for the paper's "not
+fine-tuned" rows and for the untrained side of the demo.
+Exit codes: 0 done, 2 missing/corrupt data or checkpoint, a bad config value, or a run folder
+in use or holding a training run (message, no traceback; :mod:`matbackprop.cli`).
 """
 
 from __future__ import annotations
@@ -21,56 +29,122 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from matbackprop.engine.checkpoint import load_checkpoint, seed_everything, write_json_atomic
+from matbackprop.cli import run_cli
+from matbackprop.engine.checkpoint import (
+    MissingCheckpointError,
+    load_checkpoint,
+    seed_everything,
+    write_json_atomic,
+)
 from matbackprop.engine.records import append_metrics, save_config, truncate_metrics
+from matbackprop.engine.runlock import RunLock
 from matbackprop.engine.trainer import resolve_device, split_metrics, write_media
-from matbackprop.tasks import DataError, task_factory
+from matbackprop.engine.validate import validate_config
+from matbackprop.errors import CheckpointError, RunFolderError
+from matbackprop.tasks import task_factory
+
+TRAINING_FILES = ("last.pt", "best.pt", "status.json")  # a folder with any of these was trained
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate as configured; returns the scalar metrics (no Hydra needed: tests call this)."""
+    """Evaluate as configured; returns the scalar metrics (no Hydra needed: tests call this).
+
+    Raises:
+        ConfigError: a config value of the wrong type or range (before any data is read).
+        RunFolderError: the run folder is in use, or holds a training run and
+            ``eval.checkpoint=none``.
+        CheckpointError: the requested checkpoint is missing, unreadable or of another model.
+    """
+    validate_config(cfg, training=False)
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):
+        return _evaluate(cfg, run_dir)
+
+
+def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    which = str(OmegaConf.select(cfg, "eval.checkpoint", default="none"))
+    if which == "none":
+        trained = [name for name in TRAINING_FILES if (run_dir / name).is_file()]
+        if trained:
+            raise RunFolderError(
+                f"run folder {run_dir} holds a training run ({', '.join(trained)}); evaluating "
+                "the untrained model there would overwrite its records. Pass "
+                "eval.checkpoint=best or eval.checkpoint=last to score its weights (written to "
+                f"{run_dir / 'eval' / '<checkpoint>'}), or another run_name=... to score an "
+                "untrained model."
+            )
+        out_dir, task_cfg = run_dir, cfg
+    else:
+        out_dir = run_dir / "eval" / which
+        task_cfg = cfg.copy()  # the task writes its own outputs (segs/, overlays/) to run_dir
+        task_cfg.run_dir = str(out_dir)
+    ckpt_path = run_dir / f"{which}.pt"
+    if which != "none" and not ckpt_path.is_file():
+        raise MissingCheckpointError(
+            f"checkpoint not found: {ckpt_path} (eval.checkpoint={which}). Train this run first "
+            "(python -m matbackprop.train with the same overrides), or pass eval.checkpoint=none "
+            "to score the untrained model in another run folder."
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.trainer.get("seed", 0)))
-    task = task_factory(cfg.task)(cfg)
+    task = task_factory(cfg.task)(task_cfg)
     model = task.build_model()
-    which = str(cfg.get("eval", {}).get("checkpoint", "none"))
     epoch = -1
     if which != "none":
-        path = run_dir / f"{which}.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path} (eval.checkpoint={which})")
-        ckpt = load_checkpoint(path)
-        model.load_state_dict(ckpt["model"])
+        ckpt = load_checkpoint(ckpt_path)
+        _load_weights(model, ckpt, ckpt_path)
         epoch = int(ckpt.get("epoch", -1))
     model = model.to(resolve_device(str(cfg.trainer.get("device", "auto")))).eval()
     with torch.no_grad():
         scalars, media = split_metrics(task.evaluate(model, max(epoch, 0)))
     row = {"epoch": epoch, **scalars}
-    prefix = ""
+    save_config(cfg, out_dir / "config.yaml")
     if which == "none":  # an untrained model: this row is the run's whole record
-        save_config(cfg, run_dir / "config.yaml")
         for csv_path in [run_dir / "metrics.csv", *(run_dir / "tables").glob("*_by_epoch.csv")]:
             truncate_metrics(csv_path, epoch)  # a re-evaluation replaces its rows
         append_metrics(run_dir / "metrics.csv", row)
-    else:  # a trained run: leave its training record alone
-        prefix = f"eval_{which}_"
-    write_media(run_dir, media, epoch, prefix)
-    write_json_atomic({"checkpoint": which, **row}, run_dir / "eval.json")
+    else:  # eval/<which>/ holds one evaluation: drop the history of an earlier one
+        for csv_path in (out_dir / "tables").glob("*_by_epoch.csv"):
+            csv_path.unlink()
+    write_media(out_dir, media, epoch)
+    write_json_atomic({"checkpoint": which, **row}, out_dir / "eval.json")
     shown = ", ".join(f"{k}={v:.4g}" for k, v in scalars.items() if isinstance(v, float))
-    print(f"[evaluate] {run_dir}: {shown}")
+    print(f"[evaluate] {out_dir}: {shown}")
     return row
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="coco")
-def main(cfg: DictConfig) -> None:
+def _load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: Path) -> None:
+    """``model.load_state_dict(ckpt["model"])``, a mismatch reported as a CheckpointError."""
+    if not isinstance(ckpt.get("model"), dict):
+        raise CheckpointError(f"checkpoint {path} holds no model weights (key 'model' missing)")
     try:
-        evaluate(cfg)
-    except (DataError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:  # missing / unexpected keys, shape mismatch
+        first = str(err).strip().splitlines()
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the configured model: "
+            f"{' '.join(s.strip() for s in first[:3])[:500]} ... Evaluate with the overrides the "
+            f"run was trained with (see {path.parent / 'config.yaml'})."
+        ) from err
+
+
+# Hydra itself writes nothing into the run folder (its .hydra/ and evaluate.log would replace a
+# training run's): evaluate writes config.yaml next to its results. Command-line values win.
+HYDRA_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=stdout")
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="coco")
+def _hydra_main(cfg: DictConfig) -> None:
+    run_cli(evaluate, cfg)
+
+
+def main() -> None:
+    """``python -m matbackprop.evaluate [overrides]`` (Hydra; see the module docstring)."""
+    given = {arg.split("=")[0].lstrip("+~") for arg in sys.argv[1:]}
+    sys.argv += [o for o in HYDRA_OVERRIDES if o.split("=")[0] not in given]
+    _hydra_main()
 
 
 if __name__ == "__main__":

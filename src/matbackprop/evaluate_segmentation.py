@@ -9,13 +9,16 @@ Run::
 ``ucm2`` (an ultrametric contour map, thresholded at ``nthresh`` levels); ``GT_DIR`` holds the
 BSDS ``groundTruth`` files with the same names. Writes the official ``eval_cover.txt`` and
 ``eval_RI_VOI.txt`` (plus per-image / per-threshold files) and ``summary.json`` into ``OUT_DIR``.
+Exit codes: 0 done, 2 a missing folder or an unreadable / inconsistent input file (message, no
+traceback; :mod:`matbackprop.cli`).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
+from matbackprop.cli import call_cli
+from matbackprop.errors import DataError
 from matbackprop.evaluation.covering import evaluate_dir
 
 
@@ -36,15 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns 0 on success, 2 on a bad input (message on stderr)."""
-    args = build_parser().parse_args(argv)
+    return call_cli(_main, build_parser().parse_args(argv))
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         res = evaluate_dir(
             args.segs_dir, args.gt_dir, args.out, nthresh=args.nthresh, kind=args.kind,
             workers=args.workers, per_image_files=not args.no_per_image,
         )  # fmt: skip
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # covering.py checks its inputs with ValueError, naming the file
+        raise DataError(str(e)) from e
     print(f"region benchmark, {res['n_images']} images -> {args.out}")
     print(f"{'':10s} {'ODS':>8s} {'OIS':>8s} {'Best':>8s}  threshold(ODS)")
     print(f"{'cover':10s} {res['cover_ods']:8.4f} {res['cover_ois']:8.4f} "

@@ -19,16 +19,15 @@ after writing a checkpoint (rerun, or requeue, to continue); 1 a bug (traceback)
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from matbackprop.cli import run_cli
 from matbackprop.engine.sweep import in_multirun, name_sweep_job
-from matbackprop.engine.trainer import FitResult, Preempted, RunFolderError, fit  # noqa: F401
-from matbackprop.errors import EXIT_PREEMPTED, UserError
-from matbackprop.tasks import DataError, task_factory  # noqa: F401
+from matbackprop.engine.trainer import FitResult, fit
+from matbackprop.tasks import task_factory
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -41,21 +40,10 @@ def run(cfg: DictConfig) -> FitResult:
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="coco")
 def main(cfg: DictConfig) -> None:
     cfg = name_sweep_job(cfg)
-    try:
+    if in_multirun():  # a failing job raises into Hydra, which records it; the sweep goes on
         result = run(cfg)
-    except Preempted as err:
-        print(f"[train] stopped: {err}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_PREEMPTED)
-    except UserError as err:
-        if in_multirun():  # Hydra records the failed job and the sweep goes on
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except FileNotFoundError as err:
-        if in_multirun():
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    else:
+        result = run_cli(run, cfg)
     if result.best is not None and os.environ.get("RANK", "0") == "0":
         print(f"[train] {result.run_dir}: best {result.monitor} = {result.best:.4g}")
 

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from matbackprop.data.download import DownloadError
+from matbackprop.errors import DataError
+
 _PATH = Path(__file__).resolve().parents[2] / "scripts" / "download_coco.py"
 _spec = importlib.util.spec_from_file_location("download_coco", _PATH)
 dl = importlib.util.module_from_spec(_spec)
@@ -144,3 +147,46 @@ def test_main_annotations_only_end_to_end(tmp_path, monkeypatch, capsys):
     z.unlink()  # a rerun must not download again
     assert dl.main(["--root", str(root), "--skip-images"]) == 0
     assert "already extracted" in capsys.readouterr().out
+
+
+def test_network_errors_are_download_errors_naming_the_url(tmp_path):
+    def offline(req):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    with pytest.raises(DownloadError, match=r"cannot download http://example/x.zip: .*network"):
+        dl.download("http://example/x.zip", tmp_path / "x.zip", opener=offline)
+
+    def not_found(req):
+        raise urllib.error.HTTPError(req.full_url, 404, "Not Found", {}, None)
+
+    with pytest.raises(DownloadError, match="HTTP 404 Not Found") as info:
+        dl.download("http://example/x.zip", tmp_path / "x.zip", opener=not_found)
+    assert isinstance(info.value, DataError) and isinstance(info.value, OSError)
+
+
+def _main_with_archive(tmp_path, monkeypatch, capsys, url, md5, size):
+    archive = (url, md5, size, "annotations")
+    monkeypatch.setitem(dl.ARCHIVES, "annotations_trainval2014.zip", archive)
+    code = dl.main(["--root", str(tmp_path / "coco"), "--skip-images"])
+    return code, capsys.readouterr().err
+
+
+def test_main_user_errors_exit_2_with_one_message(tmp_path, monkeypatch, capsys):
+    missing = (tmp_path / "nowhere.zip").as_uri()
+    code, err = _main_with_archive(tmp_path, monkeypatch, capsys, missing, "0" * 32, 10)
+    assert code == 2 and err.startswith(f"error: cannot download {missing}")
+    assert "Traceback" not in err
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"not a zip at all")
+    md5 = hashlib.md5(junk.read_bytes()).hexdigest()
+    code, err = _main_with_archive(tmp_path, monkeypatch, capsys, junk.as_uri(), md5, 16)
+    assert code == 2 and "cannot unzip" in err and "Delete it and rerun" in err
+    empty = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty, "w") as zf:
+        zf.writestr("README", "no annotations here")
+    md5 = hashlib.md5(empty.read_bytes()).hexdigest()
+    (tmp_path / "coco" / "annotations_trainval2014.zip").unlink()
+    code, err = _main_with_archive(
+        tmp_path, monkeypatch, capsys, empty.as_uri(), md5, empty.stat().st_size
+    )
+    assert code == 2 and "layout check of" in err and "instances_train2014.json" in err

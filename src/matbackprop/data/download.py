@@ -2,6 +2,10 @@
 
 - :func:`download`: HTTP(S)/file URL to a file, resuming a ``.part`` file with ``Range``.
 - :func:`file_hash`: MD5 / SHA-256 of a file, chunked, with an optional progress bar.
+
+Failures the user fixes (no network, an HTTP error, a transfer cut short, a checksum mismatch)
+raise :class:`DownloadError`, a :class:`~matbackprop.errors.DataError` (exit 2 in the scripts)
+that is also an ``OSError``, naming the URL or file and what to do.
 """
 
 from __future__ import annotations
@@ -13,7 +17,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from matbackprop.errors import DataError
+
 CHUNK = 1 << 20
+
+
+class DownloadError(DataError, OSError):
+    """A download failed or is incomplete, or an archive is corrupt (names URL / file, fix)."""
 
 
 def human(n: float) -> str:
@@ -57,6 +67,10 @@ def download(url: str, dest: Path, size: int | None = None, opener=urllib.reques
         dest: final path.
         size: expected total size in bytes, if known (checked at the end).
         opener: ``urlopen``-like callable (injectable for offline tests).
+
+    Raises:
+        DownloadError: the server cannot be reached or answers with an error, or the transfer
+            stops early (the part file is kept: rerunning resumes it).
     """
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
@@ -70,7 +84,37 @@ def download(url: str, dest: Path, size: int | None = None, opener=urllib.reques
         if e.code == 416 and have and (size is None or have == size):
             part.replace(dest)
             return dest
-        raise
+        raise DownloadError(
+            f"cannot download {url}: HTTP {e.code} {e.reason}. Check the URL, or retry later"
+        ) from e
+    except OSError as e:  # URLError (DNS, refused, no network), timeouts
+        reason = getattr(e, "reason", e)
+        raise DownloadError(
+            f"cannot download {url}: {reason}. Check the network connection (or proxy "
+            "settings) and rerun"
+        ) from e
+    try:
+        total = _fetch(resp, part, dest, have, size)
+    except OSError as e:
+        if isinstance(e, DownloadError):
+            raise
+        got = part.stat().st_size if part.exists() else 0
+        raise DownloadError(
+            f"download of {url} interrupted at {human(got)}: {e}; rerun to resume"
+        ) from e
+    got = part.stat().st_size
+    if (size is not None and got != size) or (total is not None and got != total):
+        raise DownloadError(
+            f"{dest.name}: got {human(got)} ({got} bytes), expected {total or size} bytes; "
+            "rerun to resume"
+        )
+    part.replace(dest)
+    return dest
+
+
+def _fetch(resp, part: Path, dest: Path, have: int, size: int | None) -> int | None:
+    """Write the response body to ``part`` (appending after ``have`` bytes on a 206 reply);
+    returns the total size (announced by the server, else ``size``)."""
     with resp:
         status = getattr(resp, "status", None) or resp.getcode() or 200
         if status != 206:  # full body follows: start over
@@ -88,14 +132,7 @@ def download(url: str, dest: Path, size: int | None = None, opener=urllib.reques
             while block := resp.read(CHUNK):
                 f.write(block)
                 bar.update(len(block))
-    got = part.stat().st_size
-    if (size is not None and got != size) or (total is not None and got != total):
-        raise OSError(
-            f"{dest.name}: got {human(got)} ({got} bytes), expected {total or size} bytes; "
-            "rerun to resume"
-        )
-    part.replace(dest)
-    return dest
+    return total
 
 
 def _total_size(resp, have: int) -> int | None:

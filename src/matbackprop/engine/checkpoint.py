@@ -1,60 +1,115 @@
 """Atomic checkpoints, RNG state and seeding.
 
-A checkpoint is written to ``<name>.tmp`` in the same folder and moved into place with
-``os.replace`` (atomic on POSIX), so a run killed mid-write leaves the previous checkpoint
-intact. Everything in it is a tensor or a plain Python value, so it loads with
+Every file here is written to a unique temporary file in the same folder
+(``<name>.<random>.tmp``), fsynced and moved into place with ``os.replace`` (atomic on POSIX),
+so a run killed mid-write leaves the previous file intact and two writers of one path never
+collide (each replace installs one complete file). Everything in it is a tensor or a plain Python value, so it loads with
 ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 
+from matbackprop.errors import CheckpointError
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically (tmp file + fsync + ``os.replace``)."""
+_UMASK = os.umask(0)  # read once (os.umask can only be read by setting it) ...
+os.umask(_UMASK)  # ... and put back: temp files get the permissions a plain open() gives
+
+
+class MissingCheckpointError(CheckpointError, FileNotFoundError):
+    """No checkpoint file at the path (a :class:`CheckpointError` and a FileNotFoundError)."""
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a unique temp file next to ``path``; on success fsync it and ``os.replace`` it
+    onto ``path``; on any exception remove it and leave ``path`` as it was.
+
+    ``mode`` is ``"wb"`` or ``"w"``. The parent folder is created if needed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
+        with open(fd, mode) as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only left behind when the write failed
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (best effort: some file systems refuse to fsync a folder)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically (unique tmp file + fsync + ``os.replace``)."""
+    with atomic_open(path, "wb") as fh:
+        torch.save(state, fh)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
     Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a readable checkpoint (names the path).
+        MissingCheckpointError: no file at ``path`` (also a FileNotFoundError).
+        CheckpointError: the file is not a readable checkpoint (names the path; also a
+            ValueError).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingCheckpointError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated / foreign file
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {_short_reason(err)} (the file is truncated or not "
+            "a checkpoint of this project; delete it, or restore it from a copy)"
+        ) from err
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: holds a {type(state).__name__}, not a dict "
+            "(not a checkpoint of this project)"
+        )
+    return state
+
+
+def _short_reason(err: Exception) -> str:
+    """torch.load's error without its advice to retry with ``weights_only=False`` (unsafe)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    kept = [ln for ln in lines if "weights_only" not in ln and not ln.startswith("Check the doc")]
+    text = " ".join(kept or lines[:1] or [type(err).__name__])
+    return text.split(". ")[0] if len(text) > 160 else text  # first sentence of a long one
 
 
 def write_json_atomic(obj: Any, path: str | Path) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    """Write ``obj`` as indented JSON to ``path`` atomically (unique tmp file)."""
+    text = json.dumps(obj, indent=2, default=str) + "\n"  # serialise before touching disk
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
 
 
 def seed_everything(seed: int) -> None:

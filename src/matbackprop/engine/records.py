@@ -1,26 +1,68 @@
 """What a run folder holds besides checkpoints: ``metrics.csv``, ``config.yaml``, tables.
 
 ``metrics.csv`` has one row per epoch and one header. It is rewritten atomically on every
-append (it is small), so a run killed at any point leaves a well-formed file, and a resumed
-run first drops the rows of epochs it is about to redo (no duplicates).
+append (it is small; unique temp name, see :func:`~matbackprop.engine.checkpoint.atomic_open`),
+so a run killed at any point leaves a well-formed file, and a resumed run first drops the rows
+of epochs it is about to redo (no duplicates). :func:`read_status` reads ``status.json``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import os
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from matbackprop.engine.checkpoint import atomic_open
+from matbackprop.errors import RunFolderError
+
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_open(path, "w") as fh:  # unique temp name: concurrent writers never collide
+        fh.write(text)
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any] | None:
+    """``status.json`` of a run folder (``None`` if absent).
+
+    Raises:
+        RunFolderError: the file is not valid JSON or not the trainer's status object (names
+            the file and the fix).
+    """
+    path = Path(run_dir) / "status.json"
+    if not path.is_file():
+        return None
+    fix = (
+        "Delete it (the next `train` resumes from last.pt and writes it again), "
+        "or restore it from a copy."
+    )
+    try:
+        status = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise RunFolderError(f"corrupt run status {path}: not valid JSON ({err}). {fix}") from err
+    problem = _status_problem(status)
+    if problem:
+        raise RunFolderError(f"corrupt run status {path}: {problem}. {fix}")
+    return status
+
+
+def _status_problem(status: Any) -> str | None:
+    """What is wrong with a parsed ``status.json`` (``None``: the shape the trainer writes)."""
+    if not isinstance(status, dict):
+        return f"expected a JSON object, found {type(status).__name__}"
+    done = status.get("epochs_done")
+    if not isinstance(done, int) or isinstance(done, bool) or done < 0:
+        return f"'epochs_done' must be an integer >= 0, found {done!r}"
+    if not isinstance(status.get("fingerprint"), dict):
+        return "'fingerprint' must be an object (the config the run was trained with)"
+    for key in ("last",):
+        if key in status and not isinstance(status[key], dict):
+            return f"{key!r} must be an object, found {type(status[key]).__name__}"
+    return None
 
 
 def read_csv(path: str | Path) -> list[dict[str, str]]:

@@ -79,20 +79,24 @@ from matbackprop.engine.checkpoint import (
 )
 from matbackprop.engine.logging import Confusion, Figure, Table, build_logger
 from matbackprop.engine.optim import build_optimizer, build_scheduler
+from matbackprop.engine.runlock import RunLock
 from matbackprop.engine.records import (
     append_metrics,
     fingerprint,
     fingerprint_diff,
     read_csv,
+    read_status,
     save_config,
     truncate_metrics,
     write_csv,
 )
 from matbackprop.engine.sync_bn import convert_sync_batchnorm
+from matbackprop.engine.validate import validate_config
 from matbackprop.errors import (  # noqa: F401  (RunFolderError re-exported)
     ConfigError,
     DivergedError,
     RunFolderError,
+    Stopped,
     UserError,
 )
 
@@ -112,7 +116,7 @@ class Task(Protocol):
     def evaluate(self, model: nn.Module, epoch: int) -> dict[str, Any]: ...
 
 
-class Preempted(Exception):
+class Preempted(Stopped):
     """A stop signal arrived; ``last.pt`` holds the step reached. Rerun to continue."""
 
     def __init__(self, signame: str, run_dir: Path, epoch: int, step: int):
@@ -225,26 +229,6 @@ def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(v, device) for v in batch)
     return batch
-
-
-def read_status(run_dir: str | Path) -> dict[str, Any] | None:
-    """``status.json`` of a run folder (``None`` if absent).
-
-    Raises:
-        RunFolderError: the file is not valid JSON (names it and the fix).
-    """
-    path = Path(run_dir) / "status.json"
-    if not path.is_file():
-        return None
-    try:
-        status = json.loads(path.read_text())
-        if not isinstance(status, dict):
-            raise ValueError("not a JSON object")
-        return status
-    except (ValueError, UnicodeDecodeError) as err:
-        raise RunFolderError(
-            f"corrupt {path}: {err}; delete it (last.pt is kept) and rerun to resume"
-        ) from err
 
 
 def _autocast(device: torch.device, precision: str):
@@ -766,16 +750,18 @@ def fit(cfg: DictConfig, make_task: Callable[[DictConfig], Task], run_dir: str |
         ConfigError: bad values, or no GPU for real data with ``trainer.device=auto``.
     """
     run_dir, tcfg = Path(run_dir), cfg.trainer
+    validate_config(cfg)  # every key's type and range, before any data is read
     real_data = cfg.get("data", {}).get("synthetic") is None
     device = resolve_device(str(tcfg.get("device", "auto")), real_data=real_data)
     precision = str(tcfg.get("precision", "32"))
     _autocast(device, precision)  # validates precision for this device
-    joined = D.init_distributed(device.type)
-    try:
-        return _fit(cfg, make_task, run_dir, device, precision)
-    finally:
-        if joined:
-            D.destroy()
+    with RunLock(run_dir):  # one command per run folder (rank 0 holds it for all ranks)
+        joined = D.init_distributed(device.type)
+        try:
+            return _fit(cfg, make_task, run_dir, device, precision)
+        finally:
+            if joined:
+                D.destroy()
 
 
 def _fit(cfg, make_task, run_dir: Path, device: torch.device, precision: str) -> FitResult:
