@@ -79,7 +79,6 @@ from matbackprop.engine.checkpoint import (
 )
 from matbackprop.engine.logging import Confusion, Figure, Table, build_logger
 from matbackprop.engine.optim import build_optimizer, build_scheduler
-from matbackprop.engine.runlock import RunLock
 from matbackprop.engine.records import (
     append_metrics,
     fingerprint,
@@ -90,6 +89,7 @@ from matbackprop.engine.records import (
     truncate_metrics,
     write_csv,
 )
+from matbackprop.engine.runlock import RunLock
 from matbackprop.engine.sync_bn import convert_sync_batchnorm
 from matbackprop.engine.validate import validate_config
 from matbackprop.errors import (  # noqa: F401  (RunFolderError re-exported)
