@@ -4,14 +4,16 @@
     python scripts/reproduce.py coco [--data-root data/coco] [-- extra Hydra overrides]
     python scripts/reproduce.py coco --dry-run          # print the commands only
 
-``coco``: the six deep rows of Table 1 (``conf/experiment/table1_*.yaml``) in sequence, each as
+``coco``: the six deep rows of Table 1 (``conf/experiment/table1_*.yaml``) and the extra
+``table1_deepo2p_bn`` row in sequence, each as
 ``python -m matbackprop.train experiment=<name> data.root=<root>``. Finished runs are skipped,
 partial ones resume (the trainer resumes from the run folder's last checkpoint); the first
 failing run stops the script with its exit code. Missing data stops it at once (exit 2) with a
 message naming ``make data-coco``. Then ``make tables``.
 
-``bsds``: the Table 2 rows (``conf/experiment/table2_*.yaml``, BSDS500: train on train+val,
-evaluate on test): the not-fine-tuned NCut baselines with ``python -m matbackprop.evaluate``
+``bsds``: the Table 2 rows (``conf/experiment/table2_*.yaml``) under both protocols, BSDS500
+(train on train+val, evaluate on test) and BSDS300 (``table2_bsds300_*``: 200 train / 100
+test): the not-fine-tuned NCut baselines with ``python -m matbackprop.evaluate``
 (no training), the DeepNCut rows with ``python -m matbackprop.train``, all with
 ``--config-name bsds data.root=<root>``; missing data stops at once naming ``make data-bsds``.
 """
@@ -32,14 +34,13 @@ TABLE1 = [
     "table1_deepo2p_s",
     "table1_deepo2p_fc",
     "table1_deepo2p_fc_s",
+    "table1_deepo2p_bn",  # extra row, not in the paper (descriptor BatchNorm): runs last
 ]
-TABLE2_EVAL = [
-    "table2_ncut_alexnet_relu3",
-    "table2_ncut_alexnet_relu4",
-    "table2_ncut_alexnet_relu5",
-    "table2_ncut_vgg16",
-]
-TABLE2_TRAIN = ["table2_deepncut_alexnet", "table2_deepncut_vgg16"]
+_TABLE2_EVAL = ["ncut_alexnet_relu3", "ncut_alexnet_relu4", "ncut_alexnet_relu5", "ncut_vgg16"]
+_TABLE2_TRAIN = ["deepncut_alexnet", "deepncut_vgg16"]
+# both protocols: BSDS500 (train+val / test) and BSDS300 (200 train / 100 test)
+TABLE2_EVAL = [f"table2_{p}{n}" for p in ("", "bsds300_") for n in _TABLE2_EVAL]
+TABLE2_TRAIN = [f"table2_{p}{n}" for p in ("", "bsds300_") for n in _TABLE2_TRAIN]
 COCO_FILES = (
     "annotations/instances_train2014.json",
     "annotations/instances_val2014.json",
