@@ -109,7 +109,7 @@ def test_area_downsample_fractional_ratio_matches_supersampling():
 # field), not the geometry formula under test.
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _measured_rf(depth: int, size: int, unit: tuple[int, int]) -> tuple[slice, slice]:
     """Rows / columns of the input that one output unit of AlexNet ``features[:depth]`` sees."""
     import torch
