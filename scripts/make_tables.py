@@ -232,9 +232,10 @@ def provenance(run: dict[str, Any]) -> str:
     )
     mon = _get(cfg, "eval.monitor_items")
     sel = f"best epoch on a {mon}-region val subset" if mon else "best epoch on the val set"
+    sel = f" ({sel})" if where.startswith("best.pt") else ""
     return (
         f"{trunk}; input: {inp}; head: {_coco_head(m)}; {epochs}, {_schedule(cfg)}; "
-        f"val set: {n} regions; reported: {where} ({sel})"
+        f"val set: {n} regions; reported: {where}{sel}"
     )
 
 
@@ -261,7 +262,10 @@ def build_table(table_id: str, spec: dict[str, Any], runs: list[dict]) -> list[d
                 for which in ("last", "best"):
                     rec[f"{which}_{key}"] = _num((final.get(which) or {}).get(key))
             rec["checkpoint"] = where
-            rec["epochs"] = f"{len(run['rows'])}/{run['epochs_total']}" if run else ""
+            rec["epochs"] = ""
+            if run:
+                done = len(run["rows"]) if run["epochs_total"] else 0
+                rec["epochs"] = f"{done}/{run['epochs_total']}"
             rec["run"] = str(run["dir"]) if run else ""
             rec["provenance"] = provenance(run) if run else ""
             records.append(rec)
@@ -289,14 +293,16 @@ def write_markdown(
     """The table, its note (and ``protocol``) and one provenance line per run."""
     head = ["Method", *(["protocol"] if any("protocol" in r for r in records) else [])]
     digits = spec.get("digits", 1)
+    paper = any(spec["rows"].values())  # Table 2: no paper numbers, no paper columns
     for label, _ in spec["metrics"].values():
-        head += [f"paper {label}", f"ours {label}"]
+        head += [f"paper {label}", f"ours {label}"] if paper else [label]
     head += ["checkpoint", "epochs", "run"]
     lines = [f"## {spec['title']}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rec in records:
         cells = [rec["row"], *([rec["protocol"] or "—"] if "protocol" in rec else [])]
         for key in spec["metrics"]:
-            cells += [_fmt(rec[f"paper_{key}"], digits), _fmt(rec[f"ours_{key}"], digits)]
+            ours = _fmt(rec[f"ours_{key}"], digits)
+            cells += [_fmt(rec[f"paper_{key}"], digits), ours] if paper else [ours]
         cells += [
             rec["checkpoint"] or "—",
             rec["epochs"] or "not run",
