@@ -249,3 +249,11 @@ def test_labels_down_and_up_through_the_receptive_cells():
 def test_grid_cells_bad_input():
     with pytest.raises(ValueError, match="stride"):
         T.grid_cells(10, 3, 0.0, 1.0)
+
+
+def test_area_downsample_to_the_same_size_is_the_identity():
+    rng = np.random.default_rng(1)
+    mask = rng.random((9, 7))
+    out = T.area_downsample(mask, (9, 7))
+    np.testing.assert_array_equal(out, mask.astype(np.float32))
+    np.testing.assert_allclose(T.area_matrix(9, 9), np.eye(9))  # what the shortcut skips

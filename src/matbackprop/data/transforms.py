@@ -148,6 +148,8 @@ def area_downsample(mask: np.ndarray, out_size: int | tuple[int, int]) -> np.nda
     """
     oh, ow = (out_size, out_size) if isinstance(out_size, int) else out_size
     h, w = mask.shape
+    if (oh, ow) == (h, w):  # the identity (a full-resolution mask, data.mask_size = crop_size)
+        return mask.astype(np.float32)
     a_h, a_w = area_matrix(h, oh), area_matrix(w, ow)  # (oh, H), (ow, W)
     return (a_h @ mask.astype(np.float64) @ a_w.T).astype(np.float32)
 
