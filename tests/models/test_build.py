@@ -139,3 +139,31 @@ def test_alexnet_baseline_caffe_dropout_order_keeps_torchvision_fc_weights():
         feats = torch.flatten(ref.avgpool(ref.features(x)), 1)
         fc7 = ref.classifier[:6](feats)
         torch.testing.assert_close(model.net.classifier[:6](feats), fc7)
+
+
+@pytest.mark.parametrize(
+    "name, size", [("alexnet", (99, 131)), ("vgg16", (67, 45)), ("tiny", (33, 64))]
+)
+def test_trunk_geometry_grid_size_matches_a_forward_pass(name, size):
+    from matbackprop.models.backbones import grid_geometry, trunk_geometry
+
+    g = trunk_geometry(name, size)
+    trunk = build_trunk(name, width=4, out_channels=3).module
+    with torch.no_grad():
+        assert tuple(trunk(torch.randn(1, 3, *size)).shape[-2:]) == g.size
+    # nested containers walk the same; a grid-free layer is refused
+    nested = torch.nn.Sequential(trunk[:3], torch.nn.Sequential(trunk[3:]))
+    assert grid_geometry(nested, size) == grid_geometry(trunk, size)
+    with pytest.raises(ValueError, match="no fixed grid"):
+        grid_geometry([torch.nn.AdaptiveAvgPool2d(1)], size)
+
+
+def test_trunk_geometry_hand_values():
+    """By hand: VGG-16 conv4_3 (depth 23) stride 8, 3×3 convs keep the centre, each 2×2 pool
+    moves it by half its input jump: 0.5 + 0.5 + 1 + 2 = 4; tiny: 0.5 + 0 + 1 = 1.5."""
+    from matbackprop.models.backbones import trunk_geometry
+
+    v = trunk_geometry("vgg16", (224, 224), depth=23)
+    assert (v.stride, v.offset, v.rf, v.size) == (8, 4.0, 92, (28, 28))
+    t = trunk_geometry("tiny", (64, 64))
+    assert (t.stride, t.offset, t.rf, t.size) == (4, 1.5, 23, (16, 16))
