@@ -6,7 +6,8 @@
     python scripts/reproduce.py coco --launcher slurm hydra.launcher.partition=gpu   # rows in parallel
     python scripts/reproduce.py coco --dry-run           # print the commands only
 
-``coco``: the six deep rows of Table 1 (``conf/experiment/table1_*.yaml``), each as
+``coco``: the six deep rows of Table 1 (``conf/experiment/table1_*.yaml``) and the extra
+``table1_deepo2p_bn`` row, each as
 ``python -m matbackprop.train experiment=<name> data.root=<root>``. By default the rows run one
 after another in this process (finished runs are skipped, partial ones resume to the step);
 the first failing row stops the script with its exit code, unless ``--keep-going``, which
@@ -18,8 +19,9 @@ on preemption), a failing row never stops the others, and Hydra's sweep report l
 Missing data stops it at once (exit 2) with a message naming ``make data-coco``. Then
 ``make tables``.
 
-``bsds``: the Table 2 rows (``conf/experiment/table2_*.yaml``, BSDS500: train on train+val,
-evaluate on test): the not-fine-tuned NCut baselines with ``python -m matbackprop.evaluate``
+``bsds``: the Table 2 rows (``conf/experiment/table2_*.yaml``) under both protocols, BSDS500
+(train on train+val, evaluate on test) and BSDS300 (``table2_bsds300_*``: 200 train / 100
+test): the not-fine-tuned NCut baselines with ``python -m matbackprop.evaluate``
 (no training), the DeepNCut rows with ``python -m matbackprop.train``, all with
 ``--config-name bsds data.root=<root>``; missing data stops at once naming ``make data-bsds``.
 """
@@ -40,14 +42,13 @@ TABLE1 = [
     "table1_deepo2p_s",
     "table1_deepo2p_fc",
     "table1_deepo2p_fc_s",
+    "table1_deepo2p_bn",  # extra row, not in the paper (descriptor BatchNorm): runs last
 ]
-TABLE2_EVAL = [
-    "table2_ncut_alexnet_relu3",
-    "table2_ncut_alexnet_relu4",
-    "table2_ncut_alexnet_relu5",
-    "table2_ncut_vgg16",
-]
-TABLE2_TRAIN = ["table2_deepncut_alexnet", "table2_deepncut_vgg16"]
+_TABLE2_EVAL = ["ncut_alexnet_relu3", "ncut_alexnet_relu4", "ncut_alexnet_relu5", "ncut_vgg16"]
+_TABLE2_TRAIN = ["deepncut_alexnet", "deepncut_vgg16"]
+# both protocols: BSDS500 (train+val / test) and BSDS300 (200 train / 100 test)
+TABLE2_EVAL = [f"table2_{p}{n}" for p in ("", "bsds300_") for n in _TABLE2_EVAL]
+TABLE2_TRAIN = [f"table2_{p}{n}" for p in ("", "bsds300_") for n in _TABLE2_TRAIN]
 COCO_FILES = (
     "annotations/instances_train2014.json",
     "annotations/instances_val2014.json",

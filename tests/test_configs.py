@@ -17,8 +17,9 @@ TABLE1 = {
     "table1_deepo2p_fc": ("DeepO2P-FC", "deepo2p_fc", True),
     "table1_deepo2p_fc_s": ("DeepO2P-FC(S)", "deepo2p_fc", False),
 }
+EXTRA = {"table1_deepo2p_bn": ("DeepO2P + descriptor BN (extra)", "deepo2p", True)}
 DEMOS = ("demo_coco_avgpool", "demo_coco_deepo2p")
-EXPERIMENTS = sorted([*TABLE1, *DEMOS])
+EXPERIMENTS = sorted([*TABLE1, *EXTRA, *DEMOS])
 
 
 def test_experiment_files_are_the_expected_ones():
@@ -26,9 +27,9 @@ def test_experiment_files_are_the_expected_ones():
     assert set(EXPERIMENTS) <= found
 
 
-@pytest.mark.parametrize("name", sorted(TABLE1))
+@pytest.mark.parametrize("name", sorted([*TABLE1, *EXTRA]))
 def test_table1_configs(name):
-    row, arch, pretrained = TABLE1[name]
+    row, arch, pretrained = {**TABLE1, **EXTRA}[name]
     cfg = compose_coco([f"experiment={name}"])
     OmegaConf.to_container(cfg, resolve=True)  # everything resolves
     assert cfg.task == "coco" and cfg.run_name == name
@@ -42,6 +43,51 @@ def test_table1_configs(name):
     assert cfg.optim.new_lr_mult == 10 and cfg.optim.bias_lr_mult == 2
     if arch != "alexnet":
         assert cfg.model.pool_eps == 1e-3 and cfg.model.pool_dtype == "float64"
+
+
+def _plain(overrides):
+    return OmegaConf.to_container(compose_coco(overrides), resolve=True)
+
+
+@pytest.mark.parametrize("region", [None, "segment"])
+def test_table1_rows_share_one_data_config_and_region_choice(region):
+    """Every Table 1 row (and the extra row) sees the same data, the same region information
+    (box by default: no mask anywhere; region=segment: mean fill + mask-weighted pooling for
+    every row), the paper's optimiser settings and no descriptor BatchNorm."""
+    over = [f"region={region}"] if region else []
+    cfgs = {n: _plain([f"experiment={n}", *over]) for n in [*TABLE1, *EXTRA]}
+    first = cfgs["table1_alexnet"]
+    for name, cfg in cfgs.items():
+        assert cfg["data"] == first["data"], name
+        assert cfg["data"]["region"] == (region or "box")
+        assert cfg["data"]["mean_fill"] is (region == "segment"), name
+        assert cfg["model"]["use_mask"] is (region == "segment"), name
+        assert cfg["data"]["mask_grid"] == "receptive"
+        assert cfg["eval"] == first["eval"] and cfg["eval"]["monitor_items"] == 10000
+        if name in TABLE1 and cfg["model"]["arch"] != "alexnet":
+            assert cfg["model"]["head_norm"] == "none", name  # the paper's heads
+    assert cfgs["table1_deepo2p_bn"]["model"]["head_norm"] == "batchnorm"
+    assert cfgs["table1_deepo2p_bn"]["paper"]["extra"] is True
+    # the extra row is table1_deepo2p plus the normalisation, nothing else
+    bn, plain = cfgs["table1_deepo2p_bn"], cfgs["table1_deepo2p"]
+    assert {k: v for k, v in bn["model"].items() if k != "head_norm"} == {
+        k: v for k, v in plain["model"].items() if k != "head_norm"
+    }
+    assert bn["optim"] == plain["optim"] and bn["trainer"] == plain["trainer"]
+
+
+def test_table1_heads_built_from_the_configs():
+    """DeepO2P-FC's stack has dropout after relu6 and relu7; DeepO2P has none, no norm."""
+    from matbackprop.models.build import build_model
+
+    tiny = ["model.trunk=tiny", "model.pretrained=false", "model.fc_dim=16"]
+    fc = build_model(compose_coco(["experiment=table1_deepo2p_fc", *tiny]).model, 3)
+    kinds = [type(m).__name__ for m in fc.head]
+    assert kinds == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout"]
+    assert fc.head[2].p == fc.head[5].p == 0.5
+    plain = build_model(compose_coco(["experiment=table1_deepo2p", *tiny[:2]]).model, 3)
+    assert type(plain.norm).__name__ == "Identity" and plain.head.p == 0.0
+    assert plain.use_mask is False
 
 
 def test_demo_configs_differ_only_in_the_pooling():

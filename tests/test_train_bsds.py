@@ -74,7 +74,11 @@ def test_every_experiment_composes_and_runs_a_tiny_step(tmp_path, experiment):
     run_dir = Path(cfg.run_dir)
     assert (run_dir / "metrics.csv").is_file()
     segs = sorted((run_dir / "segs").glob("*.mat"))
-    assert len(segs) == 2  # official-format segmentations of the val images
+    selects_on_test = not cfg.data.holdout  # the demo: reports its last epoch, selects nothing
+    if int(cfg.trainer.epochs) == 0 or selects_on_test or (run_dir / "final.json").is_file():
+        assert len(segs) == 2  # official-format segmentations of the (test) val images
+    else:  # trained: each epoch scores the held-out training image, never the test split
+        assert row["val_images"] == 1 and segs == []
 
 
 class Killed(Exception):
@@ -148,7 +152,15 @@ def test_table2_row_and_segmentation_figure(tmp_path):
     assert tables.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "t")]) == 0
     md = (tmp_path / "t" / "table2.md").read_text()
     line = next(li for li in md.splitlines() if li.startswith("| NCut, AlexNet relu5"))
-    assert f"| {row['val_cover_ods']:.3f} | {row['val_cover_ods']:.3f} |" in line
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    # row, protocol, cover ODS / OIS / Best, PRI, VI (no paper numbers), checkpoint, epochs
+    assert cells[1] == "BSDS500"
+    assert cells[2] == f"{row['val_cover_ods']:.3f}" and cells[3] == f"{row['val_cover_ois']:.3f}"
+    assert cells[4] == f"{row['val_cover_best']:.3f}" and cells[6] == f"{row['val_vi_ods']:.3f}"
+    assert cells[7:9] == ["not trained", "0/0"]
+    assert (
+        "- **NCut, AlexNet relu5 (not fine-tuned)**, BSDS500: BSDS500 (train → val, 2 images)" in md
+    )
     assert (tmp_path / "t" / "table2_table2_ncut_alexnet_relu5_segs.png").stat().st_size > 1000
 
 
@@ -172,3 +184,83 @@ def test_same_size_batches():
     assert len(batches) == len(sampler)
     assert sorted(i for b in batches for i in b) == list(range(8))
     assert all(len({sizes[i] for i in b}) == 1 for b in batches)  # one orientation per batch
+
+
+# ---------------------------------------------------------------- selection split (no test)
+def test_holdout_split_is_seeded_disjoint_and_never_the_test_split(tmp_path):
+    from matbackprop.tasks.bsds import BsdsTask
+
+    extra = ["data.synthetic.n_train=10", "data.holdout=0.2", "trainer.epochs=1"]
+    task = BsdsTask(_cfg(tmp_path, "table2_deepncut_alexnet", extra))
+    train, held, test = (set(s.ids) for s in (task.train_set, task.holdout_set, task.val_set))
+    assert len(held) == 2 and len(train) == 8 and not train & held
+    assert not (train | held) & test
+    again = BsdsTask(_cfg(tmp_path, "table2_deepncut_alexnet", extra))
+    assert set(again.holdout_set.ids) == held  # seeded: the same images every time
+    other = BsdsTask(_cfg(tmp_path, "table2_deepncut_alexnet", [*extra, "data.holdout_seed=1"]))
+    assert set(other.holdout_set.ids) != held and len(other.holdout_set) == 2
+    # nothing is held out without training (the not-fine-tuned rows) or with holdout 0
+    assert BsdsTask(_cfg(tmp_path, "table2_ncut_alexnet_relu5", extra[:2])).holdout_set is None
+    none = BsdsTask(_cfg(tmp_path, "table2_deepncut_alexnet", [*extra, "data.holdout=0"]))
+    assert none.holdout_set is None and len(none.train_set) == 10
+    with pytest.raises(ValueError, match="data.holdout"):
+        BsdsTask(_cfg(tmp_path, "table2_deepncut_alexnet", [*extra, "data.holdout=1.5"]))
+
+
+def test_selection_on_holdout_final_evaluation_on_test(tmp_path):
+    """evaluate (picks best.pt) scores only held-out training images; final_evaluate scores the
+    test split once, writes its segs, and equals the benchmark run on the test images directly."""
+    from matbackprop.evaluation.covering import collect, evaluate_segs
+    from matbackprop.tasks.bsds import BsdsTask
+
+    cfg = _cfg(tmp_path, "table2_deepncut_alexnet", ["trainer.epochs=1"])
+    task = BsdsTask(cfg)
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    seen = []
+    real = task.benchmark
+
+    def spy(model, dataset, epoch, seg_dir):
+        seen.append(list(dataset.ids))
+        return real(model, dataset, epoch, seg_dir)
+
+    task.benchmark = spy
+    monitor = task.evaluate(model, 0)
+    assert seen[-1] == task.holdout_set.ids and monitor["val_images"] == 1
+    final = task.final_evaluate(model)
+    assert seen[-1] == task.val_set.ids and final["val_images"] == 2
+    assert all(isinstance(v, (int, float)) for v in final.values())
+    segs = sorted(p.stem for p in (Path(cfg.run_dir) / "segs").glob("*.mat"))
+    assert segs == sorted(task.val_set.ids)
+    # independent: the benchmark on the written segs of the test images
+    from matbackprop.evaluation.segment import read_segs
+
+    results = [
+        evaluate_segs(read_segs(Path(cfg.run_dir) / "segs" / f"{i}.mat"), task.val_set[k]["gts"])
+        for k, i in enumerate(task.val_set.ids)
+    ]
+    assert final["val_cover_ods"] == pytest.approx(float(collect(results)["cover_ods"]))
+    task.final_evaluate(model, which="best")
+    assert len(list((Path(cfg.run_dir) / "segs_best").glob("*.mat"))) == 2
+
+
+def test_sharded_benchmark_equals_single_process(tmp_path, monkeypatch):
+    """Two ranks' shards, gathered, give the single-process benchmark exactly."""
+    import matbackprop.tasks.bsds as bsds_mod
+
+    cfg = _cfg(tmp_path, "table2_deepncut_alexnet", ["data.synthetic.n_val=3", "trainer.epochs=1"])
+    task = bsds_mod.BsdsTask(cfg)
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    single = task.final_evaluate(model)
+    parts = {}
+    for r in (0, 1):  # each "rank" scores its strided shard
+        monkeypatch.setattr(bsds_mod, "shard", lambda n, r=r: list(range(r, n, 2)))
+        monkeypatch.setattr(bsds_mod, "gather", lambda local, n, r=r: parts.setdefault(r, local))
+        task.final_evaluate(model)  # this rank's images only
+    merged = [None] * 3
+    for r, local in parts.items():
+        merged[r::2] = local
+    monkeypatch.setattr(bsds_mod, "shard", lambda n: [])
+    monkeypatch.setattr(bsds_mod, "gather", lambda local, n: merged)
+    assert task.final_evaluate(model) == pytest.approx(single)

@@ -78,10 +78,11 @@ def test_param_groups_scratch_all_at_base_lr():
 def test_alexnet_baseline_new_last_layer_only():
     model = AlexNetClassifier("alexnet", num_classes=80, pretrained=False)
     assert model.net.classifier[6].out_features == 80
-    model.pretrained_prefixes = ("net.features.", "net.classifier.1.", "net.classifier.4.")
+    model.pretrained_prefixes = ("net.features.", "net.classifier.0.", "net.classifier.3.")
     got = _lr_and_wd(model, param_groups(model, lr=1e-3, weight_decay=5e-4, new_lr_mult=10))
     assert got["net.features.0.weight"][0] == pytest.approx(1e-3)
-    assert got["net.classifier.4.weight"][0] == pytest.approx(1e-3)
+    assert got["net.classifier.0.weight"][0] == pytest.approx(1e-3)  # fc6
+    assert got["net.classifier.3.weight"][0] == pytest.approx(1e-3)  # fc7
     assert got["net.classifier.6.weight"][0] == pytest.approx(1e-2)
     assert got["net.classifier.6.bias"][0] == pytest.approx(2e-2)
 
@@ -117,3 +118,52 @@ def test_freeze_trunk_keeps_trunk_weights_and_trains_head():
     assert n_train == sum(1 for p in model.parameters() if p.requires_grad) > 0
     with pytest.raises(ValueError, match="freeze_trunk"):
         build_model({"arch": "alexnet", "trunk": "tiny", "freeze_trunk": True}, num_classes=3)
+
+
+def test_alexnet_baseline_caffe_dropout_order_keeps_torchvision_fc_weights():
+    """fc6 -> relu6 -> drop6 -> fc7 -> relu7 -> drop7 -> fc8, with torchvision's fc6 / fc7."""
+    import torchvision
+
+    torch.manual_seed(0)
+    ref = torchvision.models.alexnet(weights=None)
+    torch.manual_seed(0)
+    model = AlexNetClassifier("alexnet", num_classes=5, pretrained=False, dropout=0.3).eval()
+    kinds = [type(m).__name__ for m in model.net.classifier]
+    assert kinds == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    assert model.net.classifier[2].p == model.net.classifier[5].p == 0.3
+    torch.testing.assert_close(model.net.classifier[0].weight, ref.classifier[1].weight)
+    torch.testing.assert_close(model.net.classifier[3].weight, ref.classifier[4].weight)
+    x = torch.randn(2, 3, 227, 227)
+    with torch.no_grad():  # in eval mode the order of dropout does not matter: the same fc7 output
+        ref.eval()
+        feats = torch.flatten(ref.avgpool(ref.features(x)), 1)
+        fc7 = ref.classifier[:6](feats)
+        torch.testing.assert_close(model.net.classifier[:6](feats), fc7)
+
+
+@pytest.mark.parametrize(
+    "name, size", [("alexnet", (99, 131)), ("vgg16", (67, 45)), ("tiny", (33, 64))]
+)
+def test_trunk_geometry_grid_size_matches_a_forward_pass(name, size):
+    from matbackprop.models.backbones import grid_geometry, trunk_geometry
+
+    g = trunk_geometry(name, size)
+    trunk = build_trunk(name, width=4, out_channels=3).module
+    with torch.no_grad():
+        assert tuple(trunk(torch.randn(1, 3, *size)).shape[-2:]) == g.size
+    # nested containers walk the same; a grid-free layer is refused
+    nested = torch.nn.Sequential(trunk[:3], torch.nn.Sequential(trunk[3:]))
+    assert grid_geometry(nested, size) == grid_geometry(trunk, size)
+    with pytest.raises(ValueError, match="no fixed grid"):
+        grid_geometry([torch.nn.AdaptiveAvgPool2d(1)], size)
+
+
+def test_trunk_geometry_hand_values():
+    """By hand: VGG-16 conv4_3 (depth 23) stride 8, 3×3 convs keep the centre, each 2×2 pool
+    moves it by half its input jump: 0.5 + 0.5 + 1 + 2 = 4; tiny: 0.5 + 0 + 1 = 1.5."""
+    from matbackprop.models.backbones import trunk_geometry
+
+    v = trunk_geometry("vgg16", (224, 224), depth=23)
+    assert (v.stride, v.offset, v.rf, v.size) == (8, 4.0, 92, (28, 28))
+    t = trunk_geometry("tiny", (64, 64))
+    assert (t.stride, t.offset, t.rf, t.size) == (4, 1.5, 23, (16, 16))

@@ -13,6 +13,7 @@ from matbackprop.models.o2p import (
     masked_avg_pool,
     resize_mask,
 )
+from matbackprop.spectral import triu_vec
 
 
 def _identity_trunk(d: int) -> Trunk:
@@ -52,8 +53,26 @@ def test_forward_shapes_and_descriptor_size():
     assert model.pooled(images, mask).dtype == torch.float32  # cast back from float64
     fc = DeepO2PFC(tiny_trunk(width=8, out_channels=6), num_classes=5, fc_dim=16, dropout=0.5)
     assert fc(images, mask).shape == (4, 5)
-    assert fc.head[1].in_features == 21 and fc.head[4].out_features == 16
+    assert fc.head[0].in_features == 21 and fc.head[3].out_features == 16
     assert fc.classifier.in_features == 16
+
+
+def test_heads_are_the_papers():
+    """DeepO2P: log-cov -> triu_vec -> linear (nothing else by default); DeepO2P-FC: dropout
+    after relu6 and relu7 (Caffe / MatConvNet AlexNet), nothing on the descriptor."""
+    plain = DeepO2P(_identity_trunk(4), num_classes=3)
+    assert isinstance(plain.norm, torch.nn.Identity) and plain.head.p == 0.0
+    x = torch.relu(torch.randn(2, 4, 3, 3))
+    ref = plain.classifier(triu_vec(plain.pooled(x)))  # the whole head, by hand
+    torch.testing.assert_close(plain(x), ref)
+    fc = DeepO2PFC(_identity_trunk(4), num_classes=3, fc_dim=8, dropout=0.5)
+    kinds = [type(m).__name__ for m in fc.head]
+    assert kinds == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout"]
+    assert isinstance(fc.norm, torch.nn.Identity)
+    fc.train()  # dropout acts after the ReLUs: zeros appear in fc7's output, none before fc6
+    z = torch.randn(64, fc.feature_dim)
+    after_fc6 = fc.head[:2](z)
+    assert (fc.head[:3](z) == 0).float().mean() > (after_fc6 == 0).float().mean()
 
 
 def test_mask_matters():

@@ -10,6 +10,14 @@ to the instance mask so that the two stay pixel-aligned:
 4. ``hflip`` (training only);
 5. ``mean_fill`` (optional, SDS-style) and ``area_downsample`` of the canvas mask to the
    pooling grid (fraction of each cell covered by the instance).
+
+Feature-grid alignment (``data.mask_grid``): a trunk's unit ``i`` is centred at input pixel
+coordinate ``offset + i * stride`` (``models.backbones.trunk_geometry``), not at the centre of
+the i-th of n equal cells. ``grid_cells`` gives each unit the input pixels nearest to its
+centre; ``grid_downsample`` (masks: coverage of each unit's cell), ``grid_sample_index``
+(labels onto the grid: the pixel under each unit's centre) and ``grid_upsample_index`` (labels
+back to full resolution: each pixel takes its unit's label) all use these cells.
+``uniform_grid`` gives the (stride, offset) of n equal cells, the old behaviour.
 """
 
 from __future__ import annotations
@@ -140,6 +148,8 @@ def area_downsample(mask: np.ndarray, out_size: int | tuple[int, int]) -> np.nda
     """
     oh, ow = (out_size, out_size) if isinstance(out_size, int) else out_size
     h, w = mask.shape
+    if (oh, ow) == (h, w):  # the identity (a full-resolution mask, data.mask_size = crop_size)
+        return mask.astype(np.float32)
     a_h, a_w = area_matrix(h, oh), area_matrix(w, ow)  # (oh, H), (ow, W)
     return (a_h @ mask.astype(np.float64) @ a_w.T).astype(np.float32)
 
@@ -185,3 +195,80 @@ def normalize_paste(rgb: np.ndarray, canvas_size: int, offset: tuple[int, int]) 
         for c in range(3):
             out[c, y0:y1, x0:x1] = _NORMALIZE_TABLE[c][sub[..., c]]
     return out
+
+
+def uniform_grid(n_in: float, n_out: int) -> tuple[float, float]:
+    """``(stride, offset)`` of ``n_out`` equal cells over ``n_in`` pixels (``area_matrix``'s)."""
+    return n_in / n_out, n_in / (2 * n_out)
+
+
+def grid_cells(n_in: int, n_out: int, stride: float, offset: float) -> np.ndarray:
+    """Edges of the input interval each grid unit represents (nearest unit centre).
+
+    Unit ``i`` is centred at ``c_i = offset + i * stride`` (continuous pixel coordinates, pixel
+    ``p`` spans ``[p, p + 1)``); its cell runs from the midpoint with unit ``i − 1`` to the
+    midpoint with unit ``i + 1``; the first and last cells extend to the image border. With
+    :func:`uniform_grid`'s ``(stride, offset)`` these are the ``n_out`` equal cells.
+
+    Shape: ``(n_out + 1,)`` float64, non-decreasing from 0 to ``n_in``.
+    """
+    if n_out < 1 or n_in < 1 or stride <= 0:
+        raise ValueError(f"need n_in, n_out >= 1 and stride > 0, got {n_in}, {n_out}, {stride}")
+    mids = offset + (np.arange(1, n_out) - 0.5) * stride  # (n_out - 1,)
+    return np.concatenate([[0.0], np.clip(mids, 0.0, n_in), [float(n_in)]])
+
+
+def cell_matrix(edges: np.ndarray, n_in: int) -> np.ndarray:
+    """Averaging operator over cells ``[edges[i], edges[i+1])`` (pixel overlap lengths).
+
+    Rows of empty cells (a unit centred outside the image) are zero.
+
+    Shape: ``(len(edges) - 1, n_in)`` float64.
+    """
+    pix = np.arange(n_in)  # (n_in,)
+    lo = np.maximum(edges[:-1, None], pix[None, :])  # (n_out, n_in)
+    hi = np.minimum(edges[1:, None], pix[None, :] + 1)
+    overlap = np.clip(hi - lo, 0.0, None)
+    width = overlap.sum(1, keepdims=True)
+    return np.divide(overlap, width, out=np.zeros_like(overlap), where=width > 0)
+
+
+def grid_downsample(
+    mask: np.ndarray,
+    out_size: tuple[int, int],
+    stride: float | tuple[float, float],
+    offset: float | tuple[float, float],
+) -> np.ndarray:
+    """Fraction of each feature-grid unit's cell (:func:`grid_cells`) covered by a mask.
+
+    ``stride`` / ``offset`` are in the mask's pixels (scale a trunk's geometry by
+    ``mask side / image side`` for a mask of another resolution); per axis ``(h, w)`` or one
+    value for both. With :func:`uniform_grid` values this is :func:`area_downsample`.
+
+    Shape: mask ``(..., H, W)`` -> ``(..., out_h, out_w)`` float32.
+    """
+    (h, w), (oh, ow) = mask.shape[-2:], out_size
+    sh, sw = (stride, stride) if np.isscalar(stride) else stride
+    fh, fw = (offset, offset) if np.isscalar(offset) else offset
+    a_h = cell_matrix(grid_cells(h, oh, sh, fh), h)  # (oh, H)
+    a_w = cell_matrix(grid_cells(w, ow, sw, fw), w)  # (ow, W)
+    return (a_h @ mask.astype(np.float64) @ a_w.T).astype(np.float32)
+
+
+def grid_sample_index(n_in: int, n_out: int, stride: float, offset: float) -> np.ndarray:
+    """Input pixel under each unit's centre (clamped into the image): labels onto the grid.
+
+    Shape: ``(n_out,)`` int64.
+    """
+    centres = offset + np.arange(n_out) * stride
+    return np.clip(np.floor(centres), 0, n_in - 1).astype(np.int64)
+
+
+def grid_upsample_index(n_in: int, n_out: int, stride: float, offset: float) -> np.ndarray:
+    """The unit whose cell (:func:`grid_cells`) holds each input pixel's centre.
+
+    Shape: ``(n_in,)`` int64 in ``0..n_out-1``.
+    """
+    edges = grid_cells(n_in, n_out, stride, offset)
+    idx = np.searchsorted(edges[1:-1], np.arange(n_in) + 0.5, side="right")
+    return idx.astype(np.int64)

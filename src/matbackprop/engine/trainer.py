@@ -49,6 +49,7 @@ loss / gradient (exit 3; nothing non-finite is ever checkpointed).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -696,17 +697,22 @@ def _write_status(
 def _final_evaluate(run: _Run) -> dict[str, Any]:
     """``task.final_evaluate`` on the last and the best weights -> ``final.json``."""
     out: dict[str, Any] = {}
+    takes_which = "which" in inspect.signature(run.task.final_evaluate).parameters
+
+    def score(which: str) -> dict[str, float]:
+        kw = {"which": which} if takes_which else {}
+        with torch.no_grad():
+            return split_metrics(run.task.final_evaluate(run.module, **kw))[0]
+
     run.module.eval()
-    with torch.no_grad():
-        scalars, _ = split_metrics(run.task.final_evaluate(run.module))
+    scalars = score("last")
     out["last"] = {"epoch": run.epoch, **scalars}
     best_path = run.run_dir / "best.pt"
     if best_path.is_file():
         last_state = {k: v.clone() for k, v in run.module.state_dict().items()}
         best = load_checkpoint(best_path, map_location="cpu")
         run.module.load_state_dict(best["model"])
-        with torch.no_grad():
-            scalars, _ = split_metrics(run.task.final_evaluate(run.module))
+        scalars = score("best")
         out["best"] = {"epoch": int(best["epoch"]), **scalars}
         run.module.load_state_dict(last_state)
     if run.main:

@@ -54,14 +54,21 @@ def embed(features: torch.Tensor | np.ndarray, k: int, eps: float = 1e-6) -> np.
     return np.divide(v, nrm, out=np.zeros_like(v), where=nrm > 0)
 
 
-def upsample_nearest(labels: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+def upsample_nearest(
+    labels: np.ndarray, out_size: tuple[int, int], index: tuple | None = None
+) -> np.ndarray:
     """Nearest-neighbour upsampling with pixel-centre alignment.
+
+    ``index = (rows, cols)``: the grid row / column of each output row / column instead (e.g.
+    the trunk's receptive-field cells, ``data.transforms.grid_upsample_index``).
 
     Shape: labels (h, w) -> (H, W)
     """
     h, w = labels.shape
     rows = np.minimum(((np.arange(out_size[0]) + 0.5) * h / out_size[0]).astype(int), h - 1)
     cols = np.minimum(((np.arange(out_size[1]) + 0.5) * w / out_size[1]).astype(int), w - 1)
+    if index is not None:
+        rows, cols = (np.asarray(i) for i in index)
     return labels[rows[:, None], cols[None, :]]
 
 
@@ -133,12 +140,13 @@ def segment_from_features(
     eps: float = 1e-6,
     seed: int = 0,
     n_init: int = 4,
+    index: tuple | None = None,
 ) -> list[np.ndarray]:
     """Multi-scale segmentation of one image from its DeepNCut features.
 
     For each k: k-means (``n_init`` restarts, seeded) on the first min(k, d) columns of the
     row-normalised spectral embedding, nearest upsampling to ``out_size``, connected pieces,
-    small-piece merging (:func:`merge_small_regions`).
+    small-piece merging (:func:`merge_small_regions`). ``index``: see :func:`upsample_nearest`.
 
     Shape: features (h, w, d) ≥ 0 -> list of len(ks) arrays (H, W) uint16 with labels 1..n.
     """
@@ -157,7 +165,7 @@ def segment_from_features(
             warnings.simplefilter("ignore", ConvergenceWarning)
             km = KMeans(n_clusters=kk, n_init=n_init, random_state=seed)
             lab = km.fit_predict(emb[:, : min(int(k), emb.shape[1])]).reshape(h, w)
-        full = merge_small_regions(upsample_nearest(lab, out_size), min_size)
+        full = merge_small_regions(upsample_nearest(lab, out_size, index), min_size)
         if full.max() > np.iinfo(np.uint16).max:
             raise ValueError(f"k={k}: {full.max()} segments do not fit in uint16")
         segs.append(full.astype(np.uint16))

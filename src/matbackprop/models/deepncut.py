@@ -67,7 +67,7 @@ class DeepNCut(nn.Module):
         pretrained: ImageNet weights for the trunk (downloaded by torchvision on first use).
         hidden: channels of the first new conv layer.
         out_dim: d, channels of the output features.
-        dropout: dropout probability before the last layer.
+        dropout: element-wise dropout probability before the last layer.
         freeze_through: freeze trunk layers up to and including this tap name (None: train all).
         head: False = no new layers: the features are the (ReLU) tap outputs themselves, as for
             the paper's "NCut on non-finetuned AlexNet features" baselines.
@@ -117,7 +117,8 @@ class DeepNCut(nn.Module):
             return
         self.out_dim = out_dim
         self.conv1 = nn.Conv2d(d_in, hidden, 3, padding=1)
-        self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        # element-wise (Caffe / MatConvNet dropout), not channel-wise Dropout2d
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.conv2 = nn.Conv2d(hidden, out_dim, 3, padding=1)
         for conv in (self.conv1, self.conv2):
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
@@ -156,7 +157,9 @@ class DeepNCut(nn.Module):
 
 
 def downsample_labels(seg: Tensor, size: tuple[int, int]) -> Tensor:
-    """Nearest (cell-centre) sampling of label maps onto the feature grid.
+    """Nearest (cell-centre) sampling of label maps onto the feature grid (uniform cells; the
+    identity when ``seg`` is already at ``size``: the BSDS task samples at the trunk's unit
+    centres first, ``data.label_grid: receptive``).
 
     Shape: seg (B, H, W) int -> (B, h, w) int64.
     """

@@ -1,9 +1,14 @@
 """DeepO2P region classifiers (SPEC §3) and the first-order baselines they are compared with.
 
     DeepO2P      trunk -> log(Fᵀ M F / Σm + εI) -> triu_vec -> [norm] -> [dropout] -> linear
-    DeepO2P-FC   trunk -> log-cov -> triu_vec -> [norm] -> fc6 -> fc7 -> linear   (AlexNet topology)
-    AlexNet      the standard torchvision net with a new last layer (tiny trunk: global avg + linear)
+    DeepO2P-FC   trunk -> log-cov -> triu_vec -> [norm] -> fc6 -> relu6 -> drop6 -> fc7 -> relu7
+                 -> drop7 -> linear   (the paper's Caffe / MatConvNet AlexNet classifier)
+    AlexNet      torchvision's AlexNet conv1–pool5 -> the same fc6 … drop7 stack (ImageNet fc6 /
+                 fc7) -> a new last layer (tiny trunk: global avg + linear)
     AvgPool      trunk -> masked average pooling -> [norm] -> [dropout] -> linear   (first order)
+
+The Table 1 rows use no ``norm`` (``head_norm: none``, the paper's heads); ``batchnorm`` is for
+the demos and the clearly named extra rows.
 
 Every model takes ``(images, mask)``; ``mask`` is the region's coverage map at any resolution,
 resized here to the trunk's feature grid. Every model lists the parameter-name prefixes that
@@ -74,6 +79,24 @@ def _new_classifier(dim: int, num_classes: int) -> nn.Linear:
     return layer
 
 
+def fc67(in_dim: int, fc_dim: int = 4096, dropout: float = 0.5) -> nn.Sequential:
+    """AlexNet's fully connected stack as Caffe / MatConvNet have it (the paper's nets):
+    ``fc6 -> relu6 -> drop6 -> fc7 -> relu7 -> drop7`` (indices 0 = fc6, 3 = fc7).
+
+    torchvision's AlexNet puts dropout before fc6 and fc7 instead (on pool5, none after relu7).
+
+    Shape: (B, in_dim) -> (B, fc_dim).
+    """
+    return nn.Sequential(
+        nn.Linear(in_dim, fc_dim),  # fc6
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(fc_dim, fc_dim),  # fc7
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+    )
+
+
 class DeepO2P(nn.Module):
     """Trunk -> masked log-covariance pooling -> upper triangle -> linear classifier.
 
@@ -85,10 +108,10 @@ class DeepO2P(nn.Module):
         pool_dtype: precision of the structured layer (float64 as in the paper, or float32).
         use_mask: pool with the region mask (else over the whole crop).
         head_norm: ``none`` | ``batchnorm`` on the d(d+1)/2 descriptor.
-        dropout: dropout on the descriptor before the classifier (before fc6 and fc7 with
-            ``fc_dim``).
+        dropout: without ``fc_dim``: dropout on the descriptor before the classifier (the
+            paper's DeepO2P has none: 0); with ``fc_dim``: after relu6 and relu7.
         fc_dim: ``None`` for a linear classifier on the descriptor; else the width of an
-            fc6 -> fc7 stack (ReLU, dropout before each, AlexNet topology) before it.
+            fc6 -> relu6 -> drop6 -> fc7 -> relu7 -> drop7 stack before it (:func:`fc67`).
 
     Shape:
         images (B, 3, S, S), mask (B, h, w) or None -> logits (B, K).
@@ -116,14 +139,7 @@ class DeepO2P(nn.Module):
         if fc_dim is None:
             self.head = nn.Dropout(dropout)
         else:
-            self.head = nn.Sequential(
-                nn.Dropout(dropout),
-                nn.Linear(self.feature_dim, fc_dim),  # fc6
-                nn.ReLU(inplace=True),
-                nn.Dropout(dropout),
-                nn.Linear(fc_dim, fc_dim),  # fc7
-                nn.ReLU(inplace=True),
-            )
+            self.head = fc67(self.feature_dim, fc_dim, dropout)
         self.classifier = _new_classifier(fc_dim or self.feature_dim, num_classes)
         self.pretrained_prefixes: tuple[str, ...] = ("trunk.",) if trunk.pretrained else ()
 
@@ -185,8 +201,10 @@ class AvgPoolClassifier(nn.Module):
 class AlexNetClassifier(nn.Module):
     """The standard network with a new K-way last layer (the Table 1 ``AlexNet`` baseline).
 
-    ``trunk='alexnet'`` / ``'vgg16'``: the full torchvision net (conv + fc6 + fc7 pretrained when
-    asked), ``classifier[6]`` replaced. ``trunk='tiny'``: tiny trunk -> global average -> linear.
+    ``trunk='alexnet'`` / ``'vgg16'``: the torchvision net's conv layers and fc6 / fc7 (ImageNet
+    weights when asked), its classifier re-ordered to the paper's (Caffe) dropout placement,
+    :func:`fc67` (``net.classifier`` = fc6, relu6, drop6, fc7, relu7, drop7, new fc8 at index
+    6). ``trunk='tiny'``: tiny trunk -> global average -> linear.
     The mask is ignored (the standard net sees the crop only; use ``data.mean_fill`` for SDS-style
     masking).
 
@@ -217,15 +235,19 @@ class AlexNetClassifier(nn.Module):
             return
         if arch == "alexnet":
             w = torchvision.models.AlexNet_Weights.IMAGENET1K_V1 if pretrained else None
-            self.net = torchvision.models.alexnet(weights=w, dropout=dropout)
-            old = ("net.features.", "net.classifier.1.", "net.classifier.4.")
+            self.net = torchvision.models.alexnet(weights=w)
+            fc6, fc7 = self.net.classifier[1], self.net.classifier[4]
         elif arch == "vgg16":
             w = torchvision.models.VGG16_Weights.IMAGENET1K_V1 if pretrained else None
-            self.net = torchvision.models.vgg16(weights=w, dropout=dropout)
-            old = ("net.features.", "net.classifier.0.", "net.classifier.3.")
+            self.net = torchvision.models.vgg16(weights=w)
+            fc6, fc7 = self.net.classifier[0], self.net.classifier[3]
         else:
             raise ValueError(f"unknown trunk {arch!r} for the AlexNet baseline")
-        self.net.classifier[6] = _new_classifier(4096, num_classes)
+        head = fc67(fc6.in_features, fc6.out_features, dropout)
+        head[0].load_state_dict(fc6.state_dict())  # ImageNet (or torchvision's random) fc6 / fc7
+        head[3].load_state_dict(fc7.state_dict())
+        self.net.classifier = nn.Sequential(*head, _new_classifier(fc7.out_features, num_classes))
+        old = ("net.features.", "net.classifier.0.", "net.classifier.3.")
         self.pretrained_prefixes = old if pretrained else ()
 
     def forward(self, images: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -9,10 +9,23 @@ numerical rank of Z is logged (the paper monitors it).
 Evaluate: features → spectral embedding → k-means for each k in ``eval.ks`` (one scale per k)
 → upsampling, connected components, small-piece merge → ``segs/<id>.mat`` in the official
 format → the BSDS region benchmark (covering ODS / OIS / Best, PRI, VI) over all humans.
+
+No model selection on test: a training run holds out ``data.holdout`` (a fraction, seeded by
+``data.holdout_seed``) of the training images; :meth:`BsdsTask.evaluate` scores them after
+each epoch (they pick ``best.pt``) and :meth:`BsdsTask.final_evaluate` scores the test split
+(``data.val_split``) once per checkpoint. Without training (``trainer.epochs=0``, the
+not-fine-tuned rows) nothing is selected and ``evaluate`` scores the test split. Both shard the
+images over DDP ranks (each rank writes its own ``segs``) and run the benchmark once on the
+gathered per-image results.
+
+Grid alignment (``data.label_grid: receptive``): ground truth is sampled onto the feature grid
+at the trunk's unit centres, and segment labels go back to full resolution through the same
+cells (``uniform``: equal cells).
 """
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -25,6 +38,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from matbackprop.data import transforms as T
 from matbackprop.data.bad_items import (
     SKIP_HINT,
     BadItemCounter,
@@ -36,12 +50,16 @@ from matbackprop.data.bsds import BSDS
 from matbackprop.data.synthetic import ensure_generated, make_synthetic_bsds
 from matbackprop.data.transforms import normalize
 from matbackprop.engine.checkpoint import epoch_seed, seed_worker
+from matbackprop.engine.distributed import gather, is_main, shard
 from matbackprop.engine.logging import Figure, Table
-from matbackprop.errors import UserError
+from matbackprop.errors import ConfigError, UserError
 from matbackprop.evaluation.covering import collect, evaluate_segs
 from matbackprop.evaluation.segment import segment_from_features, write_segs
-from matbackprop.models.deepncut import DeepNCut, ncut_loss_on_grid
+from matbackprop.models.backbones import trunk_geometry
+from matbackprop.models.deepncut import DeepNCut, ncut_loss_on_grid, tap_table
 from matbackprop.tasks import DataError
+
+LABEL_GRIDS = ("receptive", "uniform")
 
 HINT = "run `make data-bsds` to download BSDS500, or set data.root=/path/to/bsds"
 SUMMARY = ("cover_ods", "cover_ois", "cover_best", "pri_ods", "pri_ois", "vi_ods", "vi_ois")
@@ -206,6 +224,7 @@ class BsdsTask:
             ds = getattr(self, f"{name}_set")
             if limit is not None:
                 ds.items = ds.items[: int(limit)]
+        self.holdout_set = split_holdout(self.train_set, d, training=int(cfg.trainer.epochs) > 0)
         self.train_items = TrainImages(
             self.train_set,
             d.get("human", "random"),
@@ -214,9 +233,50 @@ class BsdsTask:
             on_error=on_error,
         )
         self.run_dir = Path(cfg.run_dir)
+        self._init_grid()
+        held = f" (+ {len(self.holdout_set)} held out for selection)" if self.holdout_set else ""
         print(
-            f"[bsds] {root}: BSDS{version} {d.train_split} {len(self.train_set)} / "
+            f"[bsds] {root}: BSDS{version} {d.train_split} {len(self.train_set)}{held} / "
             f"{d.val_split} {len(self.val_set)} images"
+        )
+
+    # ------------------------------------------------------------------ feature grid
+    def _init_grid(self) -> None:
+        self.label_grid = str(self.cfg.data.get("label_grid", "receptive"))
+        if self.label_grid not in LABEL_GRIDS:
+            raise ConfigError(
+                f"data.label_grid must be one of {LABEL_GRIDS}, got {self.label_grid!r}"
+            )
+        m = self.cfg.model
+        trunk, tiny_out = m.get("trunk", "alexnet"), int(m.get("tiny_out", 32))
+        index, _ = tap_table(trunk, tiny_out)
+        depth = (
+            index[list(m.get("taps", ["relu5"]))[0]] + 1
+        )  # features live on the first tap's grid
+        tiny = dict(width=int(m.get("tiny_width", 32)), out_channels=tiny_out)
+        g = trunk_geometry(trunk, (64, 64), depth=depth, **tiny)
+        self.stride, self.offset = float(g.stride), float(g.offset)
+
+    def _axis(self, n_in: int, n_out: int) -> tuple[float, float]:
+        if self.label_grid == "receptive":
+            return self.stride, self.offset
+        return T.uniform_grid(n_in, n_out)
+
+    def grid_labels(self, seg: Tensor, size: tuple[int, int]) -> Tensor:
+        """Label maps sampled onto the feature grid at the units' centres.
+
+        Shape: seg (B, H, W) -> (B, h, w) int64.
+        """
+        (h_in, w_in), (h, w) = seg.shape[-2:], size
+        rows = torch.from_numpy(T.grid_sample_index(h_in, h, *self._axis(h_in, h)))
+        cols = torch.from_numpy(T.grid_sample_index(w_in, w, *self._axis(w_in, w)))
+        return seg[:, rows.to(seg.device)][:, :, cols.to(seg.device)].long()
+
+    def upsample_index(self, grid: tuple[int, int], full: tuple[int, int]) -> tuple:
+        """(rows, cols): the grid row / column of each full-resolution row / column."""
+        return tuple(
+            T.grid_upsample_index(n_in, n_out, *self._axis(n_in, n_out))
+            for n_in, n_out in zip(full, grid)
         )
 
     # ------------------------------------------------------------------ engine hooks
@@ -245,7 +305,7 @@ class BsdsTask:
         feats = model(batch["image"])  # (B, d, h, w) ≥ 0
         loss, rank = ncut_loss_on_grid(
             feats.float(),
-            batch["seg"],
+            self.grid_labels(batch["seg"], feats.shape[-2:]),  # (B, h, w)
             eps=float(self.cfg.model.get("ncut_eps", 1e-6)),
             return_rank=True,
         )
@@ -254,37 +314,66 @@ class BsdsTask:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, epoch: int) -> dict[str, Any]:
+        """The region benchmark on the held-out training images (the test split when nothing
+        is held out); writes ``segs/`` only when it scores the test split."""
+        if self.holdout_set is not None:
+            return self.benchmark(model, self.holdout_set, epoch, seg_dir=None)
+        return self.benchmark(model, self.val_set, epoch, seg_dir=self.run_dir / "segs")
+
+    @torch.no_grad()
+    def final_evaluate(self, model: nn.Module, which: str | None = None) -> dict[str, Any]:
+        """Scalars of the region benchmark on the test split (``data.val_split``), for
+        ``final.json``; ``segs/`` (``segs_<which>/`` when given) holds the segmentations."""
+        seg_dir = self.run_dir / ("segs" if which is None else f"segs_{which}")
+        metrics = self.benchmark(model, self.val_set, None, seg_dir=seg_dir)
+        return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+    def benchmark(
+        self, model: nn.Module, dataset: BSDS, epoch: int | None, seg_dir: Path | None
+    ) -> dict[str, Any]:
+        """Segment every image of ``dataset`` (sharded over ranks) and score them together."""
         ev = self.cfg.get("eval", {})
         ks = [int(k) for k in ev.get("ks", [2, 4, 8, 16, 32])]
         min_size, n_overlays = int(ev.get("min_size", 1024)), int(ev.get("overlays", 4))
         eps = float(self.cfg.model.get("ncut_eps", 1e-6))
         device = next(model.parameters()).device
-        seg_dir = self.run_dir / "segs"
-        results, losses, ranks, overlays = [], [], [], []
-        self.bad_items.reset("val", epoch)
-        for i in range(len(self.val_set)):
-            item = self.val_set[i]
-            self.bad_items.add("val", epoch, item["bad"])
+        local, overlays = [], []
+        for i in shard(len(dataset)):
+            item = dataset[i]
             image = to_tensor(item["image"]).unsqueeze(0).to(device)
             feats = model(image).float()  # (1, d, h, w)
             seg0 = torch.from_numpy(item["gts"][0].astype(np.int64)).unsqueeze(0).to(device)
+            seg0 = self.grid_labels(seg0, feats.shape[-2:])  # (1, h, w)
             loss, rank = ncut_loss_on_grid(feats, seg0, eps=eps, return_rank=True)
-            losses.append(loss.item())
-            ranks.append(rank.item())
             h, w = item["image"].shape[:2]
             segs = segment_from_features(
-                feats[0].permute(1, 2, 0).cpu(), (h, w), ks=ks, min_size=min_size, eps=eps, seed=0
+                feats[0].permute(1, 2, 0).cpu(),
+                (h, w),
+                ks=ks,
+                min_size=min_size,
+                eps=eps,
+                seed=0,
+                index=self.upsample_index(feats.shape[-2:], (h, w)),
             )
-            write_segs(seg_dir / f"{item['id']}.mat", segs)
-            results.append(evaluate_segs(segs, item["gts"], image_id=item["id"]))
-            if len(overlays) < n_overlays:
+            if seg_dir is not None:
+                write_segs(seg_dir / f"{item['id']}.mat", segs)
+            result = evaluate_segs(segs, item["gts"], image_id=item["id"])
+            local.append((result, loss.item(), rank.item(), int(item.get("bad", 0))))
+            if is_main() and len(overlays) < n_overlays:
                 overlays.append((item, segs))
-        summary = collect(results)
+        everything = gather(local, len(dataset))
+        if epoch is not None:  # the cap on replaced items applies per evaluation
+            self.bad_items.reset("val", epoch)
+            self.bad_items.add("val", epoch, sum(int(x[3]) for x in everything))
+        summary = collect([x[0] for x in everything])
         metrics: dict[str, Any] = {f"val_{k}": float(summary[k]) for k in SUMMARY}
         metrics["val_cover_ods_k"] = ks[int(np.argmax(summary["cover_curve"]))]
-        metrics["val_loss"] = float(np.mean(losses))
-        metrics["val_rank_z"] = float(np.mean(ranks))
-        metrics["val_bad_items"] = self.bad_items.counts.get(("val", epoch), 0)
+        metrics["val_loss"] = float(np.mean([x[1] for x in everything]))
+        metrics["val_rank_z"] = float(np.mean([x[2] for x in everything]))
+        metrics["val_images"] = len(dataset)
+        metrics["val_bad_items"] = sum(int(item_bad) for *_, item_bad in everything)
+        if epoch is None:
+            return metrics
         metrics["per_scale"] = Table(
             ["k", "cover", "pri", "vi"],
             [
@@ -302,6 +391,29 @@ class BsdsTask:
             )
             metrics["overlays"] = Figure(str(path))
         return metrics
+
+
+def split_holdout(train: BSDS, d: DictConfig, training: bool = True) -> BSDS | None:
+    """Move ``data.holdout`` (fraction, at least one image) of ``train``'s images, drawn with
+    ``data.holdout_seed``, into a new held-out set (returned; ``None`` for 0 or no training).
+
+    The held-out images pick ``best.pt`` and the epochs: the test split is never used for that.
+    """
+    frac = float(d.get("holdout", 0.0) or 0.0)
+    if not training or frac <= 0:
+        return None
+    if not frac < 1:
+        raise ConfigError(f"data.holdout must be a fraction in [0, 1), got {frac}")
+    n = len(train.items)
+    k = max(1, round(frac * n))
+    if k >= n:
+        raise DataError(f"data.holdout={frac} leaves no training images out of {n}")
+    rng = np.random.default_rng(int(d.get("holdout_seed", 0)))
+    pick = set(rng.choice(n, size=k, replace=False).tolist())
+    held = copy.copy(train)
+    held.items = [it for i, it in enumerate(train.items) if i in pick]
+    train.items = [it for i, it in enumerate(train.items) if i not in pick]
+    return held
 
 
 def save_overlays(items: list, scale: int, path: Path) -> Path:

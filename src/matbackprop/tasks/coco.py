@@ -6,6 +6,14 @@ Train on ``instances_train2014`` regions, report top-1 classification error (%) 
 ``instances_val2014`` regions, per class too, with a confusion matrix and, for log-covariance
 models, eigenvalue statistics of the pooled matrices. ``data=coco_synthetic`` generates a
 small synthetic set in the same format on first use (demo, tests).
+
+Evaluation cost: after each epoch :meth:`CocoTask.evaluate` scores a fixed, seeded subset of
+``eval.monitor_items`` val regions (it picks ``best.pt``); :meth:`CocoTask.final_evaluate`
+scores the whole val set once (the trainer calls it on ``last.pt`` and ``best.pt``; the table
+reports those). Both are sharded over DDP ranks and gathered, so they cover the set exactly.
+
+Region masks reach the model on the trunk's feature grid, averaged over each unit's cell of
+the true receptive-field geometry (``data.mask_grid: receptive``; ``uniform`` = equal cells).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -21,15 +30,20 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from matbackprop.data import transforms as T
 from matbackprop.data.bad_items import BadItemCounter
 from matbackprop.data.coco_regions import CocoRegions
 from matbackprop.data.region_store import PREPARE_HINT, PreparedCocoRegions, store_status
 from matbackprop.data.synthetic import ensure_generated, make_synthetic_coco
 from matbackprop.engine.checkpoint import epoch_seed, seed_worker
+from matbackprop.engine.distributed import gather, shard
 from matbackprop.engine.logging import Confusion, Table
-from matbackprop.errors import UserError
+from matbackprop.errors import ConfigError, UserError
+from matbackprop.models.backbones import trunk_geometry
 from matbackprop.models.build import build_model
 from matbackprop.tasks import DataError
+
+MASK_GRIDS = ("receptive", "uniform")
 
 HINT = "run `make data-coco` to download MSCOCO 2014, or set data.root=/path/to/coco"
 
@@ -179,6 +193,7 @@ class CocoTask:
                 f"no usable regions in {root} (train {len(self.train_set)}, val {len(self.val_set)})"
             )
         self.data_stats = {"train": self.train_set.stats, "val": self.val_set.stats}
+        self._init_grid()
         self.num_classes = self.train_set.num_classes
         self.class_names = list(self.train_set.class_names)
         print(
@@ -186,6 +201,40 @@ class CocoTask:
             f"{self.num_classes} classes; skipped train {self.train_set.skipped}, "
             f"val {self.val_set.skipped} (min_area={int(d.min_area)} filters training only)"
         )
+
+    # ------------------------------------------------------------------ feature grid
+    def _init_grid(self) -> None:
+        d, m = self.cfg.data, self.cfg.model
+        self.mask_grid = str(d.get("mask_grid", "receptive"))
+        if self.mask_grid not in MASK_GRIDS:
+            raise ConfigError(f"data.mask_grid must be one of {MASK_GRIDS}, got {self.mask_grid!r}")
+        crop = int(d.crop_size)
+        tiny = dict(width=int(m.get("tiny_width", 32)), out_channels=int(m.get("tiny_out", 32)))
+        self.geometry = trunk_geometry(m.get("trunk", "alexnet"), (crop, crop), **tiny)
+        self._grid_ops: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
+
+    def grid_mask(self, mask: Tensor) -> Tensor:
+        """Region masks at any resolution -> coverage of each feature-grid unit's cell.
+
+        ``receptive``: cells around the trunk's unit centres (``offset + i·stride``, scaled to
+        the mask's resolution; exact at ``data.mask_size = data.crop_size``); ``uniform``:
+        equal cells. Shape: (B, s, s) -> (B, H, W), the trunk's grid.
+        """
+        s, (h, w) = mask.shape[-1], self.geometry.size
+        key = (s, str(mask.device))
+        if key not in self._grid_ops:
+            ops = []
+            for n_out in (h, w):
+                if self.mask_grid == "receptive":
+                    scale = s / int(self.cfg.data.crop_size)
+                    stride, offset = self.geometry.stride * scale, self.geometry.offset * scale
+                else:
+                    stride, offset = T.uniform_grid(s, n_out)
+                a = T.cell_matrix(T.grid_cells(s, n_out, stride, offset), s)  # (n_out, s)
+                ops.append(torch.from_numpy(a).float().to(mask.device))
+            self._grid_ops[key] = (ops[0], ops[1])
+        a_h, a_w = self._grid_ops[key]
+        return a_h @ mask.float() @ a_w.T  # (B, H, W)
 
     # ------------------------------------------------------------------ engine hooks
     def build_model(self) -> nn.Module:
@@ -223,31 +272,68 @@ class CocoTask:
         return self._loader(self.train_set, train=True, batches=batches)
 
     def train_step(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float]]:
-        logits = model(batch["image"], batch["mask"])  # (B, K)
+        logits = model(batch["image"], self.grid_mask(batch["mask"]))  # (B, K)
         loss = F.cross_entropy(logits.float(), batch["label"])
         error = (logits.argmax(1) != batch["label"]).float().mean().item() * 100.0
         bad = self.bad_items.add("train", self.train_set.epoch, batch.get("bad", 0))
         return loss, {"error": error, "count_bad_items": bad}
 
+    def monitor_indices(self) -> list[int]:
+        """The fixed val subset scored after each epoch: ``eval.monitor_items`` regions drawn
+        with ``eval.monitor_seed`` (sorted), or all of them when that is null or larger."""
+        ev, n = self.cfg.get("eval", {}), len(self.val_set)
+        k = ev.get("monitor_items")
+        if k is None or int(k) >= n:
+            return list(range(n))
+        rng = np.random.default_rng(int(ev.get("monitor_seed", 0)))
+        return sorted(rng.choice(n, size=int(k), replace=False).tolist())
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, indices: list[int]) -> tuple[Tensor, Tensor]:
+        """Logits and labels of val regions ``indices``, sharded over ranks and gathered.
+
+        Shape: -> (len(indices), K) float32, (len(indices),) int64, in ``indices`` order.
+        """
+        device = next(model.parameters()).device
+        mine = [indices[i] for i in shard(len(indices))]
+        local = []
+        loader = self._loader(torch.utils.data.Subset(self.val_set, mine), train=False)
+        for batch in loader:
+            mask = self.grid_mask(batch["mask"].to(device))
+            out = model(batch["image"].to(device), mask).float().cpu()  # (B, K)
+            bad = batch.get("bad", torch.zeros(len(out), dtype=torch.int64))
+            local += [(o, int(y), int(b)) for o, y, b in zip(out, batch["label"], bad)]
+        both = gather(local, len(indices))
+        self.last_bad = sum(b for _, _, b in both)  # replaced (bad) items among them
+        return torch.stack([o for o, _, _ in both]), torch.tensor([y for _, y, _ in both])
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, epoch: int) -> dict[str, Any]:
-        device = next(model.parameters()).device
-        logits, labels, bad = [], [], 0
+        """Scores on the monitor subset (:meth:`monitor_indices`), with tables and spectra."""
+        indices = self.monitor_indices()
+        logits, labels = self.predict(model, indices)
         self.bad_items.reset("val", epoch)
-        for batch in self._loader(self.val_set, train=False):
-            bad += self.bad_items.add("val", epoch, batch.get("bad", 0))
-            out = model(batch["image"].to(device), batch["mask"].to(device))  # (B, K)
-            logits.append(out.float().cpu())
-            labels.append(batch["label"])
-        metrics = classification_metrics(torch.cat(logits), torch.cat(labels), self.class_names)
-        metrics["val_bad_items"] = bad
+        metrics_bad = self.bad_items.add("val", epoch, self.last_bad)
+        metrics = classification_metrics(logits, labels, self.class_names)
+        metrics["val_items"] = len(indices)
+        metrics["val_bad_items"] = metrics_bad
         n_eig = int(self.cfg.get("eval", {}).get("eig_samples", 8))
-        if n_eig > 0 and hasattr(model, "pooled"):
-            items = [self.val_set[i] for i in range(min(n_eig, len(self.val_set)))]
+        net = getattr(model, "module", model)  # DDP-wrapped or not
+        if n_eig > 0 and hasattr(net, "pooled"):
+            device = next(model.parameters()).device
+            items = [self.val_set[i] for i in indices[:n_eig]]
             images = torch.stack([it["image"] for it in items]).to(device)  # (n, 3, S, S)
-            masks = torch.stack([it["mask"] for it in items]).to(device)  # (n, s, s)
-            metrics.update(eigen_stats(model.pooled(images, masks), model.pool.eps))
+            masks = self.grid_mask(torch.stack([it["mask"] for it in items]).to(device))
+            metrics.update(eigen_stats(net.pooled(images, masks), net.pool.eps))
         return metrics
+
+    @torch.no_grad()
+    def final_evaluate(self, model: nn.Module) -> dict[str, Any]:
+        """Scalars on the whole val set (every kept region), for ``final.json``."""
+        logits, labels = self.predict(model, list(range(len(self.val_set))))
+        metrics = classification_metrics(logits, labels, self.class_names)
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
+        return {**scalars, "val_items": len(labels), "val_bad_items": self.last_bad}
 
 
 def build_task(cfg: DictConfig) -> CocoTask:
