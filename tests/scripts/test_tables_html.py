@@ -41,7 +41,7 @@ def test_make_tables_writes_both_pages(table_runs, tmp_path):
     (overlay,) = sorted((run2 / "overlays").glob("epoch*.png"))[-1:]
     assert overlay.read_bytes() in _images(page2)
     assert len(_images(page2)) == len(tables_html.PANELS["table2"]) + 3 + 1  # + by k, overlay
-    assert "covering ODS" in page2 and "<h4>per_scale" in page2
+    assert "cover ODS" in page2 and "<h4>per_scale" in page2
     ods = max(float(r["val_cover_ods"]) for r in _csv(run2 / "metrics.csv"))
     assert f"<td>{ods:.3f}</td>" in page2
 
