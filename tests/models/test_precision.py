@@ -115,3 +115,24 @@ def test_demo_bsds_trains_in_bf16(tmp_path):
         assert Path(cfg.run_dir, "metrics.csv").is_file()
     assert rows["bf16"]["train_loss"] != rows["32"]["train_loss"]  # autocast ran
     assert math.isclose(rows["bf16"]["train_loss"], rows["32"]["train_loss"], rel_tol=0.1)
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16"])
+def test_deepo2p_training_step_host_syncs(monkeypatch, autocast):
+    """A whole DeepO2P step (trunk, masked log-cov pooling, BN head, loss, backward, SGD) reads
+    a value on the host once: the structured layer's fused input check."""
+    from matbackprop.engine.optim import build_optimizer
+    from tests.spectral.test_precision_syncs import count_syncs
+
+    torch.manual_seed(0)
+    model = build_model(dict(TINY_O2P, head_norm="batchnorm"), num_classes=4)
+    opt = build_optimizer(model, dict(lr=1e-3, momentum=0.9, weight_decay=5e-4))
+    images, masks = torch.randn(4, 3, 32, 32), torch.rand(4, 8, 8)
+    with count_syncs(monkeypatch) as c:
+        with torch.autocast(**BF16, enabled=autocast):
+            loss = F.cross_entropy(model(images, masks).float(), torch.arange(4))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    print(f"host syncs per DeepO2P step: {len(c.calls)} {c.calls}")
+    assert len(c.calls) == 1, c.calls
