@@ -10,6 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from matbackprop.spectral import (
     eig_layer,
     log_cov_pool,
+    pooling,
     projector,
     set_validation,
     svd_layer,
@@ -35,7 +36,8 @@ SYNC_OPS = {
 
 class SyncCounter(TorchDispatchMode):
     """CPU-side proxy for host syncs: counts the aten ops above, boolean-mask indexing, and
-    Python-level tolist/numpy/cpu calls (which read values on the host)."""
+    Python-level tolist/numpy/cpu calls (which read values on the host). Used with the CUDA
+    code paths forced on CPU tensors (``pooling.SUBSET_ON_CPU = False``)."""
 
     def __init__(self):
         super().__init__()
@@ -57,6 +59,7 @@ class SyncCounter(TorchDispatchMode):
 @contextlib.contextmanager
 def count_syncs(monkeypatch):
     counter = SyncCounter()
+    monkeypatch.setattr(pooling, "SUBSET_ON_CPU", False)  # the code path CUDA tensors take
     for meth in ("tolist", "numpy", "cpu"):
         real = getattr(torch.Tensor, meth)
 
@@ -118,7 +121,18 @@ def test_eig_route_and_matfun_have_no_sync_beyond_validation(monkeypatch):
     assert c.calls == []
 
 
-def test_dd_log1p_ratio_where_matches_elementwise_reference():
+def test_dd_log1p_ratio_cpu_subset_equals_device_path(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 20, 40, generator=g, dtype=torch.float64)
+    lam = torch.cat([torch.zeros(3, 5), torch.linalg.eigvalsh(a @ a.mT)], -1) / 1e-3  # ties at 0
+    x, y = lam.unsqueeze(-1), lam.unsqueeze(-2)
+    subset = dd_log1p_ratio(x, y)
+    monkeypatch.setattr(pooling, "SUBSET_ON_CPU", False)
+    assert torch.equal(dd_log1p_ratio(x, y), subset)
+
+
+def test_dd_log1p_ratio_where_matches_elementwise_reference(monkeypatch):
+    monkeypatch.setattr(pooling, "SUBSET_ON_CPU", False)
     """The torch.where rewrite agrees with a float64 quotient of float128-free references."""
     x = torch.tensor([0.0, 1e-5, 1e-3, 0.5, 1.0, 1.0 + 1e-9, 3.0, 1e3], dtype=torch.float64)
     got = dd_log1p_ratio(x.unsqueeze(-1), x.unsqueeze(-2))
