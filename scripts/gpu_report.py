@@ -18,8 +18,8 @@ recorded, the others still run; every piece is runnable on its own with the comm
   decides ``POOL_DEVICE_AUTO`` in ``matbackprop/models/o2p.py``;
 - ``loader``: ``scripts/bench_loader.py`` (when that file exists; its last line is
   ``speedup: X.XXx``);
-- ``steps``: 50 real steps of ``table1_deepo2p`` (``+trainer.max_steps=50``) when ``data/coco``
-  exists, in a fresh run folder under ``<out-dir>/gpu_report_runs/``.
+- ``steps``: 50 real steps of ``table1_deepo2p`` (``++trainer.max_steps=50``) when
+  ``data/coco`` exists, in a fresh run folder under ``<out-dir>/gpu_report_runs/``.
 
 Writes ``<out-dir>/gpu_report.md`` and ``<out-dir>/gpu_report.csv`` (section, figure, value,
 unit) with the device name and the torch/CUDA/cuDNN versions; logs under
@@ -238,7 +238,7 @@ def steps(args, py: str) -> list[dict]:
         return [_row("steps", "not run", "-", "data/coco does not exist (make data-coco)")]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     n = 5 if args.quick else 50
-    cmd = [py, "-m", "matbackprop.train", "experiment=table1_deepo2p", f"+trainer.max_steps={n}"]
+    cmd = [py, "-m", "matbackprop.train", "experiment=table1_deepo2p", f"++trainer.max_steps={n}"]
     cmd += ["run_name=gpu_report_steps", f"output_root={args.out_dir / 'gpu_report_runs' / stamp}"]
     cmd += [f"trainer.device={args.device}", "logger=none"]
     rc, seconds, _ = _run("steps", cmd, args.logs, args.timeout)
