@@ -13,7 +13,7 @@ DEVICE       ?= cpu
 export WANDB_SILENT ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint bench demo data-coco data-bsds weights prepare-coco check-data reproduce-coco reproduce-bsds tables sync-wandb dashboards clean
+.PHONY: help install test lint bench demo data-coco data-bsds weights prepare-coco check-data reproduce-coco reproduce-bsds tables sync-wandb dashboards gpu-report clean
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ bench: install  ## Benchmarks (tables + CSV under outputs/bench/); DEVICE=cuda o
 	$(PY) scripts/bench_deepncut.py --device $(DEVICE)
 	$(PY) scripts/bench_covering.py
 	$(PY) scripts/bench_scale.py
+
+gpu-report: install  ## All GPU figures (spectral, training fp32/bf16, DeepNCut, eigh GPU vs CPU, loader, 50 steps) -> outputs/bench/gpu_report.md
+	$(PY) scripts/gpu_report.py
 
 demo: install  ## Main job on built-in synthetic data (CPU, a few minutes)
 	WANDB_MODE=$${WANDB_MODE:-disabled} $(PY) -m matbackprop.demo

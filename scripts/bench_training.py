@@ -1,18 +1,21 @@
 #!/usr/bin/env python
 """Training-step cost of DeepO2P against plain AlexNet (the structured layer's overhead).
 
-    python scripts/bench_training.py --device cpu [--batch-size 100] [--steps 3]   (make bench)
+    python scripts/bench_training.py --device cpu [--batch-size 100] [--steps 3] [--precision bf16]
 
 One step = forward + backward + SGD update on a random batch of 227×227 crops with region
 masks, 80 classes, random init (no download): AlexNet (torchvision, new last layer) vs DeepO2P
 (AlexNet conv5 trunk -> log-cov pooling in ``--pool-dtype``, float64 by default -> BN -> linear),
 and DeepO2P-FC on request (``--models AlexNet DeepO2P DeepO2P-FC``). Median over ``--steps`` timed steps after ``--warmup`` steps. Prints a table with
 the ratio to AlexNet (target: DeepO2P ≤ 1.3×) and writes ``outputs/bench/training.csv``.
+``--precision bf16`` (CPU or CUDA) / ``16`` (CUDA, with a GradScaler) runs the forward under
+``torch.autocast`` as ``trainer.precision`` does (the structured layer stays in its dtype).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import statistics
 import time
@@ -39,8 +42,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward's autocast context for ``--precision`` (a no-op for 32)."""
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
 def time_steps(name: str, model_cfg: dict, args, device: torch.device) -> list[float]:
     """Seconds per training step (after warm-up) for one model."""
+    precision = getattr(args, "precision", "32")
     torch.manual_seed(0)
     model = build_model(model_cfg, num_classes=80).to(device).train()
     opt = build_optimizer(model, dict(lr=1e-3, momentum=0.9, weight_decay=5e-4))
@@ -48,14 +63,17 @@ def time_steps(name: str, model_cfg: dict, args, device: torch.device) -> list[f
     images = torch.randn(b, 3, s, s, device=device)  # (B, 3, S, S)
     masks = torch.rand(b, 13, 13, device=device)  # (B, 13, 13)
     labels = torch.randint(0, 80, (b,), device=device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
     times = []
     for i in range(args.warmup + args.steps):
         _sync(device)
         t0 = time.perf_counter()
-        loss = F.cross_entropy(model(images, masks), labels)
+        with autocast(device, precision):
+            loss = F.cross_entropy(model(images, masks).float(), labels)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         _sync(device)
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
@@ -75,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=227)
     parser.add_argument("--pool-dtype", default="float64", choices=["float64", "float32"])
     parser.add_argument(
+        "--precision",
+        default="32",
+        choices=list(PRECISIONS),
+        help="autocast of the forward: 32 (none), bf16 (CPU/CUDA), 16 (CUDA, GradScaler)",
+    )
+    parser.add_argument(
         "--models",
         nargs="+",
         default=["AlexNet", "DeepO2P"],
@@ -84,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/training.csv"))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.precision == "16" and device.type != "cuda":
+        print("error: --precision 16 needs CUDA; use bf16 on CPU")
+        return 2
     if device.type == "cuda":
         if not torch.cuda.is_available():
             print("error: --device cuda but CUDA is not available")
@@ -93,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"[bench] training step, batch {args.batch_size} at {args.crop}x{args.crop}, "
         f"{args.device} ({where or platform.machine()}, {torch.get_num_threads()} threads), "
-        f"structured layer in {args.pool_dtype}"
+        f"structured layer in {args.pool_dtype}, precision {args.precision}"
     )
     rows = []
     for name in args.models:
@@ -114,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             crop=args.crop,
             pool_dtype=args.pool_dtype,
+            precision=args.precision,
             steps=args.steps,
             threads=torch.get_num_threads(),
         )

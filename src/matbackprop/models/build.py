@@ -62,6 +62,7 @@ def _build_model(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
         eps=float(cfg.get("pool_eps", 1e-3)),
         centered=bool(cfg.get("pool_centered", False)),
         pool_dtype=DTYPES[dtype_name],
+        pool_device=str(cfg.get("pool_device", "auto")),
     )
     if arch == "deepo2p":
         return DeepO2P(trunk, num_classes, **pool, **head)

@@ -27,6 +27,58 @@ from matbackprop.models.backbones import Trunk
 from matbackprop.spectral import LogCovPool, triu_vec
 
 HEAD_NORMS = ("none", "batchnorm")
+POOL_DEVICES = ("auto", "same", "cpu")
+# What ``pool_device: auto`` means. Not measured on a GPU yet: set it from the eigh GPU-vs-CPU
+# figure of ``make gpu-report`` ("cpu" if the pinned round trip + CPU eigh beats the GPU eigh).
+POOL_DEVICE_AUTO = "same"
+
+
+def _copy_to_host(x: Tensor) -> Tensor:
+    """Non-blocking copy into pinned CPU memory, complete on return (the CPU reads it next)."""
+    y = x.to("cpu", non_blocking=True)  # pinned destination for a CUDA source
+    if x.device.type == "cuda":
+        torch.cuda.current_stream(x.device).synchronize()
+    return y
+
+
+class _ToHost(torch.autograd.Function):
+    """Device -> CPU copy into pinned memory, non-blocking; the gradient goes back the same way."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.device = x.device
+        return _copy_to_host(x)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:
+        return g.pin_memory().to(ctx.device, non_blocking=True)
+
+
+class _ToDevice(torch.autograd.Function):
+    """CPU -> device copy from pinned memory, non-blocking; the gradient comes back to the CPU."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, device: torch.device) -> Tensor:
+        return y.pin_memory().to(device, non_blocking=True)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        return _copy_to_host(g), None
+
+
+def pool_on(pool: nn.Module, device: str, x: Tensor, mask: Tensor | None) -> Tensor:
+    """Run ``pool(x, mask)`` where ``model.pool_device`` says: ``same`` (x's device) or ``cpu``
+    (pinned non-blocking copies there and back, the paper's CPU structured layer); ``auto`` is
+    :data:`POOL_DEVICE_AUTO`. Values and gradients equal those of ``same``.
+
+    Shape: x (B, d, H, W), mask (B, H, W) or None -> (B, d, d) on x's device.
+    """
+    if device == "auto":
+        device = POOL_DEVICE_AUTO
+    if device == "same" or x.device.type == "cpu":
+        return pool(x, mask)
+    m = None if mask is None else _ToHost.apply(mask)
+    return _ToDevice.apply(pool(_ToHost.apply(x), m), x.device)
 
 
 def resize_mask(mask: Tensor | None, size: tuple[int, int]) -> Tensor | None:
@@ -112,6 +164,11 @@ class DeepO2P(nn.Module):
             paper's DeepO2P has none: 0); with ``fc_dim``: after relu6 and relu7.
         fc_dim: ``None`` for a linear classifier on the descriptor; else the width of an
             fc6 -> relu6 -> drop6 -> fc7 -> relu7 -> drop7 stack before it (:func:`fc67`).
+        pool_device: where the structured layer runs: ``same`` (the trunk's device), ``cpu``
+            or ``auto`` (see :func:`pool_on`).
+
+    Precision: under ``torch.autocast`` the trunk and the head run in low precision, the
+    structured layer in float32 products / ``pool_dtype`` spectrum (autocast off inside).
 
     Shape:
         images (B, 3, S, S), mask (B, h, w) or None -> logits (B, K).
@@ -128,8 +185,14 @@ class DeepO2P(nn.Module):
         head_norm: str = "none",
         dropout: float = 0.0,
         fc_dim: int | None = None,
+        pool_device: str = "auto",
     ):
         super().__init__()
+        if pool_device not in POOL_DEVICES:
+            raise ValueError(
+                f"model.pool_device must be one of {POOL_DEVICES}, got {pool_device!r}"
+            )
+        self.pool_device = pool_device
         d = trunk.out_channels
         self.trunk = trunk.module
         self.pool = LogCovPool(eps=eps, centered=centered, compute_dtype=pool_dtype)
@@ -147,7 +210,7 @@ class DeepO2P(nn.Module):
         """The log-covariance matrices, Shape: (B, 3, S, S), (B, h, w) -> (B, d, d)."""
         x = self.trunk(images)  # (B, d, H, W)
         m = resize_mask(mask, x.shape[-2:]) if self.use_mask else None
-        return self.pool(x, m)  # (B, d, d), dtype of x
+        return pool_on(self.pool, self.pool_device, x, m)  # (B, d, d), float32/64
 
     def forward(self, images: Tensor, mask: Tensor | None = None) -> Tensor:
         z = triu_vec(self.pooled(images, mask))  # (B, d(d+1)/2)

@@ -1,6 +1,6 @@
 """Structured (spectral) layers with exact matrix backpropagation — pure torch, self-contained.
 
-Ops are batched over leading dimensions, float32/float64, CPU/CUDA; each has a functional form
+Ops are batched over leading dimensions, float32/float64 (bf16/fp16 cast up), CPU/CUDA; each has a functional form
 and (where it makes sense) an ``nn.Module``:
 
 - :func:`eig_layer`, :func:`svd_layer` — decompositions with the paper's backward (SPEC §2).
@@ -9,9 +9,14 @@ and (where it makes sense) an ``nn.Module``:
 - :func:`log_cov_pool`, :func:`triu_vec` — DeepO2P second-order pooling.
 - :func:`projector` — Π = Z Z⁺.
 - :func:`ncut_alignment_loss`, :func:`spectral_embedding` — DeepNCut, O(m d²), no m × m matrix.
+
+Mixed precision: every op runs with autocast off and casts bfloat16/float16 inputs up to
+float32 (the trunk may run under ``torch.autocast``; its gradient comes back in its dtype).
+Host syncs: only input validation synchronises (one fused check per call);
+:func:`set_validation` ``(False)`` turns the checks off for trusted hot loops.
 """
 
-from ._common import sym
+from ._common import set_validation, sym, validation_enabled
 from .eig import EigLayer, eig_layer
 from .matfun import (
     SymExpm,
@@ -45,6 +50,7 @@ __all__ = [
     "ncut_alignment_loss",
     "numerical_rank",
     "projector",
+    "set_validation",
     "spectral_embedding",
     "svd_layer",
     "sym",
@@ -54,4 +60,5 @@ __all__ = [
     "sym_powm",
     "sym_sqrtm",
     "triu_vec",
+    "validation_enabled",
 ]

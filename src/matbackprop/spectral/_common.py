@@ -1,15 +1,47 @@
-"""Small batched helpers shared by the spectral layers: symmetrisation, input checks, TF32 guard."""
+"""Small batched helpers shared by the spectral layers: symmetrisation, input checks, precision.
+
+Precision: every public layer runs with autocast disabled for its input's device and casts
+low-precision inputs (bfloat16/float16, e.g. a trunk's output under ``torch.autocast``) up to
+float32 (:func:`full_precision`, :func:`upcast`); gradients flow back to the low-precision
+input in its own dtype through the cast.
+
+Host synchronisation: the layers synchronise with the device only to validate their inputs —
+one fused check per call (:func:`check_float`, :func:`check_symmetric`: one ``.item()`` each).
+``set_validation(False)`` (or the ``validate=False`` argument where a layer has one) skips
+the checks for trusted hot loops; invalid inputs then give NaN outputs instead of errors.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 # Relative symmetry tolerance max|X - Xᵀ| / max|X| accepted by the input checks.
 SYM_RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+FLOATS = (torch.float32, torch.float64)
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+_VALIDATE = True
+F = TypeVar("F", bound=Callable)
+
+
+def set_validation(enabled: bool) -> bool:
+    """Turn the spectral layers' input checks on or off for the whole process; returns the old
+    setting. Off, no layer synchronises with the device to validate (``validate=`` arguments
+    still turn checks off per call, never on)."""
+    global _VALIDATE
+    old, _VALIDATE = _VALIDATE, bool(enabled)
+    return old
+
+
+def validation_enabled() -> bool:
+    """Whether input checks run (see :func:`set_validation`)."""
+    return _VALIDATE
 
 
 def sym(x: Tensor) -> Tensor:
@@ -37,28 +69,80 @@ def no_tf32() -> Iterator[None]:
             mm.allow_tf32 = prev
 
 
-def check_float(x: Tensor, name: str) -> None:
-    """Raise ValueError unless `x` is a float32/float64 tensor with only finite values."""
+def _autocast_off() -> contextlib.AbstractContextManager:
+    """Disable autocast on every device type where it is on (a no-op context otherwise)."""
+    on = [d for d in ("cuda", "cpu") if torch.is_autocast_enabled(d)]
+    if not on:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    for d in on:
+        stack.enter_context(torch.autocast(d, enabled=False))
+    return stack
+
+
+@contextlib.contextmanager
+def exact() -> Iterator[None]:
+    """Backward-pass context: autocast off and IEEE float32 matmuls (no TF32)."""
+    with _autocast_off(), no_tf32():
+        yield
+
+
+def full_precision(fn: F) -> F:
+    """Decorator: run a layer with autocast disabled (its own dtypes decide the precision)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _autocast_off():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def upcast(x: Tensor) -> Tensor:
+    """bfloat16/float16 -> float32 (differentiable; the gradient comes back in x's dtype);
+    float32/float64 and non-tensors pass through."""
+    if isinstance(x, Tensor) and x.dtype in LOW_PRECISION:
+        return x.float()
+    return x
+
+
+def _check_type(x: Tensor, name: str) -> None:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"{name}: expected float32 or float64, got {x.dtype}")
-    if not bool(torch.isfinite(x.detach()).all()):
+    if x.dtype not in FLOATS:
+        raise ValueError(
+            f"{name}: expected float32 or float64 (bfloat16/float16 are cast up to float32), "
+            f"got {x.dtype}"
+        )
+
+
+def check_float(x: Tensor, name: str) -> None:
+    """Raise ValueError unless `x` is a float32/float64 tensor with only finite values.
+
+    One host synchronisation; none when validation is off (:func:`set_validation`)."""
+    _check_type(x, name)
+    if _VALIDATE and not bool(torch.isfinite(x.detach()).all()):
         raise ValueError(f"{name}: input contains non-finite values (NaN or Inf)")
 
 
 def check_symmetric(x: Tensor, name: str) -> None:
-    """Raise ValueError unless `x` is a batch (..., n, n) of finite symmetric float matrices."""
+    """Raise ValueError unless `x` is a batch (..., n, n) of finite symmetric float matrices.
+
+    Finiteness and symmetry are fused into one host synchronisation (none when validation
+    is off)."""
     if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[-1] != x.shape[-2]:
         shape = tuple(x.shape) if isinstance(x, Tensor) else None
         raise ValueError(f"{name}: expected square matrices of shape (..., n, n), got {shape}")
-    check_float(x, name)
-    if x.numel() == 0:
+    _check_type(x, name)
+    if not _VALIDATE or x.numel() == 0:
         return
     x = x.detach()
     asym = (x - x.mT).abs().amax(dim=(-2, -1))
     scale = x.abs().amax(dim=(-2, -1)).clamp_min(torch.finfo(x.dtype).tiny)
-    worst = float((asym / scale).max())
+    worst = (asym / scale).amax()
+    worst = float(torch.where(torch.isfinite(x).all(), worst, -1.0))  # the one sync
+    if worst < 0:
+        raise ValueError(f"{name}: input contains non-finite values (NaN or Inf)")
     if worst > SYM_RTOL[x.dtype]:
         raise ValueError(
             f"{name}: input is not symmetric (max |X - Xᵀ| / max |X| = {worst:.3g} > "

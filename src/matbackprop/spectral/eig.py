@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import check_symmetric, no_tf32, sym
+from ._common import check_symmetric, exact, full_precision, sym, upcast
 
 
 def inv_gaps(sigma: Tensor) -> Tensor:
@@ -39,7 +39,7 @@ class _Eig(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_sigma: Tensor | None, g_u: Tensor | None):
         sigma, u = ctx.saved_tensors
-        with no_tf32():
+        with exact():
             inner = torch.zeros_like(u)
             if g_u is not None:
                 inner = sym(inv_gaps(sigma) * (u.mT @ g_u))
@@ -49,6 +49,7 @@ class _Eig(torch.autograd.Function):
         return sym(gx)
 
 
+@full_precision
 def eig_layer(x: Tensor, validate: bool = True) -> tuple[Tensor, Tensor]:
     r"""Eigendecomposition of symmetric matrices with the paper's matrix-backpropagation backward.
 
@@ -56,8 +57,8 @@ def eig_layer(x: Tensor, validate: bool = True) -> tuple[Tensor, Tensor]:
         ∂L/∂X = U \left( \mathrm{sym}(K̃ᵀ ∘ (Uᵀ ∂L/∂U)) + (∂L/∂Σ)_{diag} \right) Uᵀ
 
     Args:
-        x: symmetric matrices.
-        validate: check symmetry/finiteness first.
+        x: symmetric matrices (bfloat16/float16 are cast up to float32; autocast is off inside).
+        validate: check symmetry/finiteness first (one host sync; see ``set_validation``).
 
     Returns:
         (eigvals, eigvecs), eigenvalues ascending like ``torch.linalg.eigh``.
@@ -68,6 +69,7 @@ def eig_layer(x: Tensor, validate: bool = True) -> tuple[Tensor, Tensor]:
     Note:
         Eigenvector gradients are undefined at ties; see the module docstring.
     """
+    x = upcast(x)
     if validate:
         check_symmetric(x, "eig_layer")
     return _Eig.apply(x)

@@ -29,7 +29,15 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ._common import check_symmetric, eig_tol, no_tf32, sym
+from ._common import (
+    check_symmetric,
+    eig_tol,
+    exact,
+    full_precision,
+    sym,
+    upcast,
+    validation_enabled,
+)
 
 ElementFn = Callable[[Tensor], Tensor]
 DividedDifference = Callable[[Tensor, Tensor], Tensor]
@@ -117,9 +125,11 @@ class _SymMatFun(torch.autograd.Function):
     """Y = U f(Λ) Uᵀ; backward ∂L/∂X = U (F ∘ Uᵀ sym(G) U) Uᵀ with F = divided differences."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, f: ElementFn, dd: DividedDifference, domain: str) -> Tensor:
+    def forward(
+        ctx, x: Tensor, f: ElementFn, dd: DividedDifference, domain: str, check: bool
+    ) -> Tensor:
         lam, u = torch.linalg.eigh(x)  # (..., n), (..., n, n)
-        lam = _check_domain(lam, domain)
+        lam = _check_domain(lam, domain, check)
         y = (u * f(lam).unsqueeze(-2)) @ u.mT  # (..., n, n)
         ctx.dd = dd
         ctx.save_for_backward(lam, u)
@@ -128,30 +138,30 @@ class _SymMatFun(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):
         lam, u = ctx.saved_tensors
-        with no_tf32():
+        with exact():
             loewner = ctx.dd(lam.unsqueeze(-1), lam.unsqueeze(-2))  # (..., n, n), F_ii = f′(λ_i)
             gx = u @ (loewner * (u.mT @ sym(g) @ u)) @ u.mT
-        return sym(gx), None, None, None
+        return sym(gx), None, None, None, None
 
 
-def _check_domain(lam: Tensor, domain: str) -> Tensor:
-    """Check the spectrum against the function's domain; returns λ (clamped at 0 for 'psd')."""
-    if domain == "pd":
-        bad = lam[..., 0] <= 0
-        if bool(bad.any()):
-            raise ValueError(
-                f"input is not positive definite (smallest eigenvalue {float(lam[..., 0].min()):.3g})"
-            )
-    elif domain == "psd":
-        if bool((lam[..., :1] < -eig_tol(lam)).any()):
-            raise ValueError(
-                "input is not positive semi-definite "
-                f"(smallest eigenvalue {float(lam[..., 0].min()):.3g})"
-            )
-        lam = lam.clamp_min(0)
-    return lam
+def _check_domain(lam: Tensor, domain: str, check: bool) -> Tensor:
+    """Check the spectrum against the function's domain (one host sync when ``check``);
+    returns λ (clamped at 0 for 'psd')."""
+    if check and domain != "any" and lam.numel():
+        if domain == "pd":
+            low = float(lam[..., 0].min())  # the one sync
+            if low <= 0:
+                raise ValueError(f"input is not positive definite (smallest eigenvalue {low:.3g})")
+        else:  # psd: eigenvalues down to −noise are zeros
+            if float((lam[..., :1] + eig_tol(lam)).min()) < 0:
+                raise ValueError(
+                    "input is not positive semi-definite "
+                    f"(smallest eigenvalue {float(lam[..., 0].min()):.3g})"
+                )
+    return lam.clamp_min(0) if domain == "psd" else lam
 
 
+@full_precision
 def sym_matfun(
     x: Tensor,
     f: ElementFn,
@@ -174,15 +184,19 @@ def sym_matfun(
             relative gap is large, mean of f′ at both ends where it is tiny).
         divided_difference: optional ``dd(a, b)`` overriding the default (must return f′(a) at a = b).
         domain: ``"any"``, ``"psd"`` (eigenvalues ≥ −noise, clamped to 0) or ``"pd"`` (> 0).
-        validate: check symmetry/finiteness (one host sync); disable in trusted hot loops.
+        validate: check symmetry/finiteness (one host sync) and the spectrum against ``domain``
+            (one more); disable in trusted hot loops (or globally: ``set_validation(False)``).
+            Unchecked, a spectrum outside the domain gives NaN instead of an error.
 
     Shape:
-        x (..., n, n) -> (..., n, n), same dtype and device.
+        x (..., n, n) -> (..., n, n), same dtype and device (bfloat16/float16 inputs are cast
+        up to float32; autocast is off inside).
 
     Raises:
         ValueError: non-square, non-float, non-finite, non-symmetric input, or spectrum outside
             ``domain``.
     """
+    x = upcast(x)
     if validate:
         check_symmetric(x, "sym_matfun")
     if divided_difference is None:
@@ -191,14 +205,17 @@ def sym_matfun(
         divided_difference = dd_generic(f, df)
     if domain not in ("any", "psd", "pd"):
         raise ValueError(f"sym_matfun: domain must be 'any', 'psd' or 'pd', got {domain!r}")
-    return _SymMatFun.apply(x, f, divided_difference, domain)
+    check = validate and validation_enabled()
+    return _SymMatFun.apply(x, f, divided_difference, domain, check)
 
 
+@full_precision
 def _named(name: str, x: Tensor, f, dd, domain: str, validate: bool) -> Tensor:
+    x = upcast(x)
     if validate:
         check_symmetric(x, name)
     try:
-        return _SymMatFun.apply(x, f, dd, domain)
+        return _SymMatFun.apply(x, f, dd, domain, validate and validation_enabled())
     except ValueError as e:
         raise ValueError(f"{name}: {e}") from None
 

@@ -19,12 +19,10 @@ Z is numerical (eigenvalues of ZᵀZ above ``rtol · λ_max``) and is returned f
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
-from ._common import check_float, no_tf32
+from ._common import check_float, exact, full_precision, upcast, validation_enabled
 
 _CHUNK = 16384  # rows per float64 block: extra memory O(chunk · d), not O(m · d)
 
@@ -67,7 +65,7 @@ class _ProjectorAlignment(torch.autograd.Function):
         z, q, pm = ctx.saved_tensors
         gc = gc.double()[:, None, None]
         gz, gq = torch.empty_like(z), torch.empty_like(q)
-        with no_tf32():
+        with exact():
             for sl in _chunks(z.shape[1]):
                 pi_q = z[:, sl].double() @ pm  # Π_Z Q = Z P M
                 gz[:, sl] = 2.0 * gc * ((q[:, sl].double() - pi_q) @ pm.mT)
@@ -75,26 +73,17 @@ class _ProjectorAlignment(torch.autograd.Function):
         return gz, gq, None
 
 
-def _check_ncut_inputs(features: Tensor, labels: Tensor) -> None:
+def _check_ncut_inputs(features: Tensor, labels: Tensor, validate: bool) -> None:
+    """Shapes and dtypes always (free); values with one fused host sync when validating."""
     if not isinstance(features, Tensor) or features.ndim != 3:
         raise ValueError(
             f"ncut_alignment_loss: features must be (B, m, d), got {getattr(features, 'shape', features)}"
         )
     if features.dtype not in (torch.float32, torch.float64):
         raise ValueError(
-            f"ncut_alignment_loss: features: expected float32 or float64, got {features.dtype}"
+            f"ncut_alignment_loss: features: expected float32 or float64 (bfloat16/float16 are "
+            f"cast up to float32), got {features.dtype}"
         )
-    if features.numel():
-        lo, hi = torch.aminmax(features.detach())  # one pass: NaN propagates, ±inf shows up here
-        lo, hi = float(lo), float(hi)
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(
-                "ncut_alignment_loss: features: input contains non-finite values (NaN or Inf)"
-            )
-        if lo < 0:
-            raise ValueError(
-                "ncut_alignment_loss: features must be non-negative (e.g. ReLU outputs)"
-            )
     if not isinstance(labels, Tensor) or labels.shape != features.shape[:2]:
         raise ValueError(
             f"ncut_alignment_loss: labels must be (B, m) = {tuple(features.shape[:2])}, "
@@ -102,6 +91,31 @@ def _check_ncut_inputs(features: Tensor, labels: Tensor) -> None:
         )
     if labels.is_floating_point() or labels.is_complex():
         raise ValueError(f"ncut_alignment_loss: labels must be integer, got {labels.dtype}")
+    if not (validate and validation_enabled()) or not features.numel():
+        return
+    lo = features.detach().amin()  # NaN propagates
+    finite = torch.isfinite(features.detach()).all()
+    lo = float(torch.where(finite, lo, float("nan")))  # the one sync
+    if lo != lo:
+        raise ValueError(
+            "ncut_alignment_loss: features: input contains non-finite values (NaN or Inf)"
+        )
+    if lo < 0:
+        raise ValueError("ncut_alignment_loss: features must be non-negative (e.g. ReLU outputs)")
+
+
+def _compact_labels(labels: Tensor, valid: Tensor) -> tuple[Tensor, int]:
+    """Map the label ids present in the batch to 0..k−1 (sorted), invalid pixels to 0.
+
+    Sparse ids (e.g. 1e9) cost nothing: the one-hot width is the number of distinct ids in the
+    batch, not max id + 1. Ids absent from an item give empty columns, which the loss drops.
+    Two host syncs (the number of distinct ids, and whether −1 is one of them).
+
+    Shape: labels, valid (B, m) -> (B, m) int64, k.
+    """
+    ids, inverse = torch.unique(torch.where(valid, labels, -1), return_inverse=True)  # sorted
+    shift = int((ids[:1] < 0).sum())  # 1 where some pixel is invalid: −1 is then ids[0]
+    return (inverse - shift).clamp_min(0), max(ids.numel() - shift, 1)
 
 
 def degrees(f: Tensor, eps: float) -> Tensor:
@@ -109,6 +123,7 @@ def degrees(f: Tensor, eps: float) -> Tensor:
     return f @ f.sum(-2).unsqueeze(-1) + eps
 
 
+@full_precision
 def ncut_alignment_loss(
     features: Tensor,
     labels: Tensor,
@@ -117,6 +132,7 @@ def ncut_alignment_loss(
     num_classes: int | None = None,
     rtol: float | None = None,
     return_rank: bool = False,
+    validate: bool = True,
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""Normalized-cuts alignment loss J = ½‖Π_Z − Π_T‖²_F per item, in O(m d²) time, O(m d) memory.
 
@@ -126,28 +142,39 @@ def ncut_alignment_loss(
 
     Args:
         features: non-negative features (ReLU outputs) of the m pixels of the feature grid.
-        labels: ground-truth segment of each pixel in 0..k−1; pixels labelled ``ignore_index``
-            (any negative label) take no part (their features are zeroed). Empty labels are ignored.
+        labels: ground-truth segment id of each pixel, any non-negative integers (sparse ids
+            such as 1e9 are relabelled to 0..k−1 over the batch); pixels labelled
+            ``ignore_index`` (or any negative label) take no part (their features are zeroed).
+            Labels absent from an item are ignored.
         eps: added to the degrees (keeps D invertible for dead pixels).
-        num_classes: k (default: max label + 1 over the batch).
+        num_classes: k when the labels are already compact ids in 0..k−1 (skips the
+            relabelling and its host syncs); default: the distinct ids in the batch.
         rtol: relative rank tolerance on the eigenvalues of ZᵀZ, computed in float64
             (default ``max(m, d) · eps(float64)``).
         return_rank: also return the numerical rank of Z (the paper monitors it).
+        validate: check the features' values (one host sync) and that the loss came out
+            finite (one more); off here or globally with ``set_validation(False)``.
+
+    Precision: autocast is off inside; bfloat16/float16 features are cast up to float32 and
+    their gradient goes back in their own dtype. Products with Z accumulate in float64.
 
     Shape:
         features (B, m, d), labels (B, m) -> loss (B,) [, rank (B,) int64].
 
     Raises:
-        ValueError: wrong shapes/dtypes, non-finite or negative features.
+        ValueError: wrong shapes/dtypes, non-finite or negative features, or a non-finite loss
+            from finite features (the feature scale overflowed the dtype: rescale them).
     """
-    _check_ncut_inputs(features, labels)
+    features = upcast(features)
+    _check_ncut_inputs(features, labels, validate)
     valid = labels >= 0  # (B, m)
     if ignore_index >= 0:
         valid = valid & (labels != ignore_index)
-    f = features
-    if not bool(valid.all()):
-        f = features * valid.unsqueeze(-1).to(features.dtype)  # ignored pixels drop out  (B, m, d)
-    k = int(labels.max().clamp_min(0)) + 1 if num_classes is None else int(num_classes)
+    f = features * valid.unsqueeze(-1).to(features.dtype)  # ignored pixels drop out  (B, m, d)
+    if num_classes is None:
+        labels, k = _compact_labels(labels, valid)
+    else:
+        k = int(num_classes)
     onehot = torch.zeros(*labels.shape, k, dtype=f.dtype, device=f.device)  # E (B, m, k)
     onehot.scatter_(-1, labels.clamp(0, k - 1).unsqueeze(-1), valid.unsqueeze(-1).to(f.dtype))
 
@@ -161,9 +188,17 @@ def ncut_alignment_loss(
 
     c, rank_z = _ProjectorAlignment.apply(z, q_t, rtol)
     loss = 0.5 * (rank_z + rank_t).to(c.dtype) - c
+    if validate and validation_enabled() and not bool(torch.isfinite(loss).all()):
+        raise ValueError(
+            f"ncut_alignment_loss: the loss is not finite although the features are: the "
+            f"feature scale overflowed {features.dtype} (max feature "
+            f"{float(features.detach().amax()):.3g}; the degrees grow with its square). Rescale "
+            "the features (e.g. a lower learning rate, or normalise them) or use float64"
+        )
     return (loss, rank_z) if return_rank else loss
 
 
+@full_precision
 def spectral_embedding(features: Tensor, k: int, eps: float = 1e-6) -> Tensor:
     """Leading k left singular vectors of Z = D^{-1/2} F (spectral embedding of D^{-1/2} W D^{-1/2}).
 
@@ -175,6 +210,7 @@ def spectral_embedding(features: Tensor, k: int, eps: float = 1e-6) -> Tensor:
         raise ValueError(
             f"spectral_embedding: features must be (B, m, d), got {getattr(features, 'shape', features)}"
         )
+    features = upcast(features)
     check_float(features, "spectral_embedding: features")
     if not 1 <= k <= features.shape[-1]:
         raise ValueError(f"spectral_embedding: need 1 ≤ k ≤ d = {features.shape[-1]}, got {k}")

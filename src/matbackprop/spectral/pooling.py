@@ -38,7 +38,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import check_float, no_tf32, sym
+from ._common import _check_type, exact, full_precision, sym, upcast, validation_enabled
 from .matfun import sym_logm
 
 # ----------------------------------------------------------------------------- g(λ) = log1p(λ/ε)/λ
@@ -48,6 +48,12 @@ def log1p_ratio(x: Tensor) -> Tensor:
     """φ(x) = log(1 + x)/x for x ≥ 0, with φ(0) = 1."""
     safe = torch.where(x == 0, torch.ones_like(x), x)
     return torch.where(x == 0, torch.ones_like(x), torch.log1p(safe) / safe)
+
+
+# CPU tensors: evaluate the near-pair formula on the near pairs only (boolean indexing, which
+# would synchronise with a GPU but costs nothing extra on the CPU). Tests switch it off to
+# check the device code path.
+SUBSET_ON_CPU = True
 
 
 def _dd_log1p_ratio_near(s: Tensor, t: Tensor) -> Tensor:
@@ -80,17 +86,22 @@ def dd_log1p_ratio(x: Tensor, y: Tensor) -> Tensor:
     - close: φ[s, t] = (t/(1 + t) · log1p(r)/r − log1p(t)) / (s t),  r = (s − t)/(1 + t),
       since y log1p(x) − x log1p(y) = y log1p(r) − (x − y) log1p(y).
 
-    The expensive regimes are evaluated only where needed, so an (N, N) table from two
-    broadcast (N, 1) / (1, N) vectors costs O(N) logarithms plus the near pairs.
+    On CUDA both regimes are evaluated everywhere and selected with ``torch.where`` (no
+    boolean-mask indexing, hence no host synchronisation). On the CPU, where nothing waits for a
+    device, the near formula runs on the near pairs only (:data:`SUBSET_ON_CPU`; 2.6× faster
+    for a (100, 169, 169) table here, 0.06 s vs 0.16 s). Both give bitwise equal tables.
     """
     small = 1e-3 if x.dtype == torch.float64 else 3e-2
     diff = x - y  # broadcast
-    out = (log1p_ratio(x) - log1p_ratio(y)) / torch.where(diff == 0, torch.ones_like(diff), diff)
+    far = (log1p_ratio(x) - log1p_ratio(y)) / torch.where(diff == 0, torch.ones_like(diff), diff)
     x, y = torch.broadcast_tensors(x, y)
     t, s = torch.maximum(x, y), torch.minimum(x, y)
     near = (diff.abs() <= 0.5 * t) | (t < small)
-    out[near] = _dd_log1p_ratio_near(s[near], t[near])
-    return out
+    if SUBSET_ON_CPU and far.device.type == "cpu":
+        far[near] = _dd_log1p_ratio_near(s[near], t[near])
+        return far
+    s = torch.where(near, s, t)  # far pairs: a harmless stand-in (s = t), result discarded
+    return torch.where(near, _dd_log1p_ratio_near(s, t), far)
 
 
 class _LogGramPlusEps(torch.autograd.Function):
@@ -119,7 +130,7 @@ class _LogGramPlusEps(torch.autograd.Function):
     def backward(ctx, gy: Tensor):
         f, lam, v, hf = ctx.saved_tensors
         eps = ctx.eps
-        with no_tf32():
+        with exact():
             gbar = sym(gy)  # (B, d, d)
             fg = f @ gbar  # F Ḡ  (B, N, d)
             gh = (fg @ f.mT).to(v.dtype)  # F Ḡ Fᵀ  (B, N, N)
@@ -144,28 +155,38 @@ def _features_matrix(x: Tensor, mask: Tensor | None, centered: bool) -> Tensor:
     return wts.sqrt().unsqueeze(-1) * feats
 
 
-def _check_pool_inputs(x: Tensor, mask: Tensor | None, eps: float) -> None:
+def _check_pool_inputs(x: Tensor, mask: Tensor | None, eps: float, validate: bool) -> None:
+    """Shapes and eps always (free); values with one fused host sync when validating."""
     if not isinstance(x, Tensor) or x.ndim != 4:
         raise ValueError(f"log_cov_pool: x must be (B, d, H, W), got {getattr(x, 'shape', x)}")
-    check_float(x, "log_cov_pool: x")
+    _check_type(x, "log_cov_pool: x")
     if not eps > 0:
         raise ValueError(f"log_cov_pool: eps must be > 0, got {eps}")
-    if mask is None:
-        return
     b, _, h, w = x.shape
-    if mask.shape != (b, h, w):
+    if mask is not None and mask.shape != (b, h, w):
         raise ValueError(
             f"log_cov_pool: mask must be (B, H, W) = {(b, h, w)}, got {tuple(mask.shape)}"
         )
-    if not bool(torch.isfinite(mask).all()) or bool((mask < 0).any()):
+    if not (validate and validation_enabled()) or x.numel() == 0:
+        return
+    flags = [torch.isfinite(x.detach()).all()]
+    if mask is not None:
+        m = mask.detach().to(x.device)
+        flags += [(torch.isfinite(m) & (m >= 0)).all(), (m.reshape(b, -1).sum(-1) > 0).all()]
+    x_ok, *mask_ok = torch.stack(flags).tolist()  # the one sync
+    if not x_ok:
+        raise ValueError("log_cov_pool: x: input contains non-finite values (NaN or Inf)")
+    if mask_ok and not mask_ok[0]:
         raise ValueError("log_cov_pool: mask must hold finite non-negative weights")
-    empty = mask.reshape(b, -1).sum(-1) <= 0
-    if bool(empty.any()):
+    if mask_ok and not mask_ok[1]:
+        empty = mask.reshape(b, -1).sum(-1) <= 0
         raise ValueError(
-            f"log_cov_pool: mask has zero total weight for batch items {empty.nonzero().flatten().tolist()}"
+            "log_cov_pool: mask has zero total weight for batch items "
+            f"{empty.nonzero().flatten().tolist()}"
         )
 
 
+@full_precision
 def log_cov_pool(
     x: Tensor,
     mask: Tensor | None = None,
@@ -173,6 +194,7 @@ def log_cov_pool(
     centered: bool = False,
     compute_dtype: torch.dtype | None = torch.float64,
     method: str = "auto",
+    validate: bool = True,
 ) -> Tensor:
     r"""Log-covariance pooling log(Σ_p w_p f_p f_pᵀ / Σ_p w_p + εI) of a feature map.
 
@@ -192,16 +214,22 @@ def log_cov_pool(
         compute_dtype: dtype of the eigendecomposition and divided differences (None: the input
             dtype); uncentred, the O(N d²) products with the features run in the input dtype.
         method: ``"auto"`` (gram when H·W < d), ``"gram"`` or ``"eig"``.
+        validate: check x and mask for non-finite/negative/empty values (one fused host
+            sync); off here or globally (``set_validation(False)``), bad values give NaN.
+
+    Precision: autocast is off inside; bfloat16/float16 features (a trunk under autocast)
+    are cast up to float32 first, and their gradient goes back in their own dtype.
 
     Shape:
-        x (B, d, H, W), mask (B, H, W) -> (B, d, d), dtype of x.
+        x (B, d, H, W), mask (B, H, W) -> (B, d, d), dtype of x (float32 for bfloat16/float16).
 
     Example:
         >>> x = torch.relu(torch.randn(2, 8, 3, 3))
         >>> log_cov_pool(x).shape
         torch.Size([2, 8, 8])
     """
-    _check_pool_inputs(x, mask, eps)
+    x = upcast(x)
+    _check_pool_inputs(x, mask, eps, validate)
     dtype = compute_dtype or x.dtype
     # centring's backward subtracts large, nearly cancelling per-position gradients: keep it
     # (and the products) in the compute dtype; uncentred pooling runs its products in x's dtype

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import check_float, no_tf32, sym
+from ._common import check_float, exact, full_precision, sym, upcast
 
 
 def _rank_mask(s: Tensor, rtol: float | None, m: int, n: int) -> Tensor:
@@ -25,9 +25,10 @@ def _rank_mask(s: Tensor, rtol: float | None, m: int, n: int) -> Tensor:
     return s > rtol * s[..., :1]
 
 
+@full_precision
 def numerical_rank(z: Tensor, rtol: float | None = None) -> Tensor:
     """Numerical rank of each matrix: #σ > rtol · σ_max. Shape: (..., m, n) -> (...) int64."""
-    s = torch.linalg.svdvals(z)
+    s = torch.linalg.svdvals(upcast(z))
     return _rank_mask(s, rtol, z.shape[-2], z.shape[-1]).sum(-1)
 
 
@@ -44,26 +45,28 @@ class _Projector(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):
         u_r, s_inv, vh = ctx.saved_tensors
-        with no_tf32():
+        with exact():
             a = sym(g) @ (u_r * s_inv.unsqueeze(-2))  # sym(G) U Σ⁺ (..., m, k)
             a = a - u_r @ (u_r.mT @ a)  # (I − Π) ...
             gz = 2.0 * a @ vh  # (..., m, n)
         return gz, None
 
 
+@full_precision
 def projector(z: Tensor, rtol: float | None = None, validate: bool = True) -> Tensor:
     r"""Orthogonal projector Π = Z Z⁺ onto the column space of Z, with the paper's backward.
 
     .. math:: ∂L/∂Z = 2 (I − Π)\, \mathrm{sym}(∂L/∂Π)\, (Z⁺)ᵀ
 
     Args:
-        z: matrices.
+        z: matrices (bfloat16/float16 are cast up to float32; autocast is off inside).
         rtol: relative rank tolerance on singular values (default ``max(m, n) · eps``).
-        validate: check dtype/finiteness first.
+        validate: check dtype/finiteness first (one host sync; see ``set_validation``).
 
     Shape:
         z (..., m, n) -> (..., m, m).
     """
+    z = upcast(z)
     if validate:
         if not isinstance(z, Tensor) or z.ndim < 2:
             raise ValueError(

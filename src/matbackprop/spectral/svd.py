@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import check_float, no_tf32
+from ._common import check_float, exact, full_precision, upcast
 from .eig import inv_gaps
 
 
@@ -33,7 +33,7 @@ class _SVD(torch.autograd.Function):
     def backward(ctx, gu: Tensor | None, gs: Tensor | None, gv: Tensor | None):
         u, s, v = ctx.saved_tensors
         m, n, k = u.shape[-2], v.shape[-2], s.shape[-1]
-        with no_tf32():
+        with exact():
             kt = inv_gaps(s * s)  # Kᵀ_ij = 1/(σ_j² − σ_i²)
             inner = torch.zeros(*s.shape, k, dtype=s.dtype, device=s.device)
             if gs is not None:
@@ -52,10 +52,12 @@ class _SVD(torch.autograd.Function):
         return gx
 
 
+@full_precision
 def svd_layer(x: Tensor, validate: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     r"""Thin SVD X = U diag(S) Vᵀ with the matrix-backpropagation backward.
 
-    Note the third output is V, not Vᴴ. Singular values are descending.
+    Note the third output is V, not Vᴴ. Singular values are descending. bfloat16/float16
+    inputs are cast up to float32 (autocast is off inside); ``validate`` costs one host sync.
 
     Shape:
         x (..., m, n) -> U (..., m, k), S (..., k), V (..., n, k), k = min(m, n).
@@ -63,6 +65,7 @@ def svd_layer(x: Tensor, validate: bool = True) -> tuple[Tensor, Tensor, Tensor]
     Raises:
         ValueError: input not a float32/float64 matrix batch, or non-finite.
     """
+    x = upcast(x)
     if validate:
         if not isinstance(x, Tensor) or x.ndim < 2:
             raise ValueError(
