@@ -73,9 +73,12 @@ def test_every_experiment_composes_and_runs_a_tiny_step(tmp_path, experiment):
     )  # OIS picks the best scale per image
     run_dir = Path(cfg.run_dir)
     assert (run_dir / "metrics.csv").is_file()
-    segs = sorted((run_dir / "segs").glob("*.mat"))
+    final = (run_dir / "final.json").is_file()  # trained: the test split, last and best weights
+    segs = sorted((run_dir / ("segs_last" if final else "segs")).glob("*.mat"))
+    if final:
+        assert len(sorted((run_dir / "segs_best").glob("*.mat"))) == 2
     selects_on_test = not cfg.data.holdout  # the demo: reports its last epoch, selects nothing
-    if int(cfg.trainer.epochs) == 0 or selects_on_test or (run_dir / "final.json").is_file():
+    if int(cfg.trainer.epochs) == 0 or selects_on_test or final:
         assert len(segs) == 2  # official-format segmentations of the (test) val images
     else:  # trained: each epoch scores the held-out training image, never the test split
         assert row["val_images"] == 1 and segs == []

@@ -4,7 +4,8 @@
     python -m matbackprop.evaluate --config-name bsds experiment=table2_deepncut_alexnet eval.checkpoint=best
 
 Builds the task and model exactly as ``matbackprop.train`` would (same seed, so an untrained
-model has the weights a training run starts from) and runs the task's ``evaluate`` once.
+model has the weights a training run starts from) and runs the task's ``evaluate`` once, on the
+whole val set (``eval.monitor_items``, the subset scored during training, is ignored).
 
 - ``eval.checkpoint=none`` (default): the untrained model. The run folder's record is this one
   evaluation: ``config.yaml``, ``metrics.csv`` (one row, epoch -1), ``eval.json``, ``tables/``
@@ -88,6 +89,9 @@ def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "to score the untrained model in another run folder."
         )
     out_dir.mkdir(parents=True, exist_ok=True)
+    if OmegaConf.select(task_cfg, "eval.monitor_items") is not None:
+        task_cfg = task_cfg.copy()  # score the whole val set, not the training-time monitor subset
+        task_cfg.eval.monitor_items = None
     seed_everything(int(cfg.trainer.get("seed", 0)))
     task = task_factory(cfg.task)(task_cfg)
     model = task.build_model()

@@ -22,10 +22,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torchvision
+
+from matbackprop.errors import DataError
 
 TRUNKS = ("alexnet", "vgg16", "tiny")
 
@@ -45,13 +48,41 @@ class Trunk:
     pretrained: bool
 
 
+def imagenet_net(name: str, pretrained: bool) -> nn.Module:
+    """torchvision ``alexnet`` / ``vgg16``, with its ImageNet weights when ``pretrained``.
+
+    The weights come from ``$TORCH_HOME`` (``make weights`` pre-fetches them), else are
+    downloaded once (SHA-256-prefix checked).
+
+    Raises:
+        DataError: the weights are neither cached nor downloadable (no internet on a cluster
+            node, a truncated file): names the file and ``make weights``.
+    """
+    builder, weights = {
+        "alexnet": (torchvision.models.alexnet, torchvision.models.AlexNet_Weights.IMAGENET1K_V1),
+        "vgg16": (torchvision.models.vgg16, torchvision.models.VGG16_Weights.IMAGENET1K_V1),
+    }[name]
+    net = builder(weights=None)
+    if pretrained:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        try:
+            state = weights.get_state_dict(progress=False, check_hash=True)
+        except Exception as err:  # URLError / HTTPError / a truncated or corrupt file
+            raise DataError(
+                f"cannot load the ImageNet weights of {name} ({path}): {err}. Run `make weights` "
+                "on a machine with internet and share TORCH_HOME with this one (or delete a "
+                "corrupt file there), or set model.pretrained=false"
+            ) from err
+        net.load_state_dict(state)
+    return net
+
+
 def alexnet_trunk(pretrained: bool = False) -> Trunk:
     """AlexNet conv1–conv5 + ReLU (torchvision ``features[:12]``), d = 256.
 
     Shape: (B, 3, 227, 227) -> (B, 256, 13, 13).
     """
-    weights = torchvision.models.AlexNet_Weights.IMAGENET1K_V1 if pretrained else None
-    net = torchvision.models.alexnet(weights=weights)
+    net = imagenet_net("alexnet", pretrained)
     return Trunk(net.features[:12], 256, pretrained)
 
 
@@ -60,8 +91,7 @@ def vgg16_trunk(pretrained: bool = False) -> Trunk:
 
     Shape: (B, 3, S, S) -> (B, 512, S // 16, S // 16).
     """
-    weights = torchvision.models.VGG16_Weights.IMAGENET1K_V1 if pretrained else None
-    net = torchvision.models.vgg16(weights=weights)
+    net = imagenet_net("vgg16", pretrained)
     return Trunk(net.features[:30], 512, pretrained)
 
 

@@ -20,10 +20,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor
 
-from matbackprop.models.backbones import Trunk
+from matbackprop.models.backbones import Trunk, imagenet_net
 from matbackprop.spectral import LogCovPool, triu_vec
 
 HEAD_NORMS = ("none", "batchnorm")
@@ -297,12 +296,10 @@ class AlexNetClassifier(nn.Module):
             self.pretrained_prefixes: tuple[str, ...] = ()
             return
         if arch == "alexnet":
-            w = torchvision.models.AlexNet_Weights.IMAGENET1K_V1 if pretrained else None
-            self.net = torchvision.models.alexnet(weights=w)
+            self.net = imagenet_net("alexnet", pretrained)
             fc6, fc7 = self.net.classifier[1], self.net.classifier[4]
         elif arch == "vgg16":
-            w = torchvision.models.VGG16_Weights.IMAGENET1K_V1 if pretrained else None
-            self.net = torchvision.models.vgg16(weights=w)
+            self.net = imagenet_net("vgg16", pretrained)
             fc6, fc7 = self.net.classifier[0], self.net.classifier[3]
         else:
             raise ValueError(f"unknown trunk {arch!r} for the AlexNet baseline")
