@@ -86,34 +86,49 @@ def test_group_of_each_row_is_its_table():
     assert run_metadata(cfg)["group"] in dash.VIEWS
 
 
-def test_without_login_it_stops_with_exit_2(tmp_path, monkeypatch, capsys):
-    import wandb
+def _dashboards(tmp_path, *args, **env):
+    """``scripts/wandb_dashboards.py`` in a fresh process (a fresh W&B service; bounded)."""
+    import os
+    import subprocess
+    import sys
 
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path))
-    wandb.teardown()
-    assert dash.main(["--entity", "me"]) == 2
-    err = capsys.readouterr().err
-    assert "wandb login" in err and "make sync-wandb" in err and "--dry-run" in err
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "HOME": str(tmp_path), "WANDB_CONFIG_DIR": str(tmp_path), **env}
+    env.pop("WANDB_MODE", None)
+    if "WANDB_API_KEY" not in env or env["WANDB_API_KEY"] is None:
+        env.pop("WANDB_API_KEY", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "wandb_dashboards.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-def test_without_network_it_stops_with_exit_2(tmp_path, monkeypatch, capsys):
+def test_without_login_it_stops_with_exit_2(tmp_path):
+    proc = _dashboards(tmp_path, "--entity", "me", WANDB_API_KEY=None)  # no key, no ~/.netrc
+    assert proc.returncode == 2, proc.stderr
+    assert "wandb login" in proc.stderr and "make sync-wandb" in proc.stderr
+    assert "--dry-run" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_without_network_it_stops_with_exit_2(tmp_path):
     import socket
     import time
-
-    import wandb
 
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path))
-    wandb.teardown()  # a W&B session of an earlier test would ignore the new environment
     t0 = time.time()
-    assert dash.main(["--timeout", "3"]) == 2
-    assert time.time() - t0 < 30
-    assert "cannot reach W&B" in capsys.readouterr().err
-    wandb.teardown()
+    proc = _dashboards(
+        tmp_path,
+        "--timeout",
+        "3",
+        WANDB_BASE_URL=f"http://127.0.0.1:{port}",
+        WANDB_API_KEY="x" * 40,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert time.time() - t0 < 60
+    assert "cannot reach W&B" in proc.stderr
