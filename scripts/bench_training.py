@@ -5,7 +5,7 @@
 
 One step = forward + backward + SGD update on a random batch of 227×227 crops with region
 masks, 80 classes, random init (no download): AlexNet (torchvision, new last layer) vs DeepO2P
-(AlexNet conv5 trunk -> log-cov pooling in ``--pool-dtype``, float64 by default -> BN -> linear),
+(AlexNet conv5 trunk -> log-cov pooling in ``--pool-dtype``, float64 by default -> linear, the Table 1 head),
 and DeepO2P-FC on request (``--models AlexNet DeepO2P DeepO2P-FC``). Median over ``--steps`` timed steps after ``--warmup`` steps. Prints a table with
 the ratio to AlexNet (target: DeepO2P ≤ 1.3×) and writes ``outputs/bench/training.csv``.
 ``--precision bf16`` (CPU or CUDA) / ``16`` (CUDA, with a GradScaler) runs the forward under
@@ -30,9 +30,9 @@ from matbackprop.models.build import build_model
 
 MODELS = {
     "AlexNet": dict(arch="alexnet", trunk="alexnet", pretrained=False, dropout=0.5),
-    "DeepO2P": dict(arch="deepo2p", trunk="alexnet", pretrained=False, head_norm="batchnorm"),
+    "DeepO2P": dict(arch="deepo2p", trunk="alexnet", pretrained=False, head_norm="none"),
     "DeepO2P-FC": dict(
-        arch="deepo2p_fc", trunk="alexnet", pretrained=False, head_norm="batchnorm", dropout=0.5
+        arch="deepo2p_fc", trunk="alexnet", pretrained=False, head_norm="none", dropout=0.5
     ),
 }
 
