@@ -213,4 +213,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from matbackprop.cli import call_cli
+
+    raise SystemExit(call_cli(main))

@@ -148,6 +148,8 @@ OPERATIONAL_KEYS = (
     "trainer.max_nonfinite",
     "trainer.find_unused_parameters",
     "trainer.cudnn_benchmark",
+    "trainer.channels_last",
+    "model.pool_device",
 )
 _SCHEDULE_KEYS = {k for k in CHANGEABLE_KEYS if k.startswith("optim.")} | {"trainer.epochs"}
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
@@ -221,14 +223,18 @@ def runtime_info(device: torch.device, precision: str) -> dict[str, Any]:
     return info
 
 
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move tensors in (nested) dicts / lists / tuples to ``device``."""
+def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+    """Move tensors in (nested) dicts / lists / tuples to ``device`` (4-d float tensors, i.e.
+    image batches, in channels-last layout when asked)."""
     if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
+        out = batch.to(device, non_blocking=True)
+        if channels_last and out.dim() == 4 and out.is_floating_point():
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
     if isinstance(batch, Mapping):
-        return {k: to_device(v, device) for k, v in batch.items()}
+        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device) for v in batch)
+        return type(batch)(to_device(v, device, channels_last) for v in batch)
     return batch
 
 
@@ -345,6 +351,9 @@ class _Run:
         self.stop_after_epoch = False
 
         self.module = task.build_model().to(device)  # the bare model (evaluate, state dicts)
+        self.channels_last = bool(tcfg.get("channels_last", False))
+        if self.channels_last:  # NHWC convolutions (faster with cuDNN / tensor cores)
+            self.module = self.module.to(memory_format=torch.channels_last)
         self.model: nn.Module = self.module
         if self.world > 1:
             self.module = convert_sync_batchnorm(self.module, device)
@@ -529,7 +538,8 @@ def _check_compatible(
 
 
 def _step_values(loss: Tensor, gnorm: Tensor, logs: Mapping[str, Any]) -> tuple[float, float, dict]:
-    """One host synchronisation per step: the loss, the gradient norm and the logs."""
+    """The one host synchronisation of a step: the loss, the gradient norm (both checked for
+    non-finite values before the optimizer steps) and the task's tensor logs, read together."""
     keys = [k for k, v in logs.items() if isinstance(v, Tensor)]
     vals = torch.stack(
         [
@@ -565,7 +575,7 @@ def _train_epoch(run: _Run, epoch: int, start_step: int, logger, stop: _StopSign
         leave=False,
     )
     for k, batch in enumerate(bar, start=start_step):
-        batch = to_device(batch, run.device)
+        batch = to_device(batch, run.device, run.channels_last)
         try:
             with _autocast(run.device, run.precision):
                 loss, logs = run.task.train_step(run.model, batch)

@@ -132,6 +132,10 @@ RULES: dict[str, Check] = {
     "trainer.checkpoint_every": optional(integer(1)),
     "trainer.max_steps": optional(integer(1)),
     "trainer.on_nonfinite": choice("raise", "skip_step"),
+    "trainer.max_nonfinite": integer(0),
+    "trainer.find_unused_parameters": boolean,
+    "trainer.cudnn_benchmark": boolean,
+    "trainer.channels_last": boolean,
     # optim (conf/optim/sgd.yaml)
     "optim.name": choice("sgd"),
     "optim.lr": number(gt=0),

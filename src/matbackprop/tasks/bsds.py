@@ -310,7 +310,8 @@ class BsdsTask:
             return_rank=True,
         )
         bad = self.bad_items.add("train", self.train_items.epoch, batch.get("bad", 0))
-        return loss.mean(), {"rank_z": rank.double().mean().item(), "count_bad_items": bad}
+        rank_z = rank.double().mean().detach()  # a tensor: read with the loss, one sync per step
+        return loss.mean(), {"rank_z": rank_z, "count_bad_items": bad}
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, epoch: int) -> dict[str, Any]:

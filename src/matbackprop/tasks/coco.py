@@ -274,7 +274,8 @@ class CocoTask:
     def train_step(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float]]:
         logits = model(batch["image"], self.grid_mask(batch["mask"]))  # (B, K)
         loss = F.cross_entropy(logits.float(), batch["label"])
-        error = (logits.argmax(1) != batch["label"]).float().mean().item() * 100.0
+        error = (logits.argmax(1) != batch["label"]).float().mean().detach() * 100.0  # read by
+        # the trainer together with the loss: one host sync per step
         bad = self.bad_items.add("train", self.train_set.epoch, batch.get("bad", 0))
         return loss, {"error": error, "count_bad_items": bad}
 
