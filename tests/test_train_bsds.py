@@ -12,31 +12,14 @@ from matbackprop.evaluate import evaluate
 from matbackprop.tasks import DataError
 from matbackprop.train import CONFIG_DIR, run
 from tests.conftest import load_script
+from tests.engine.bsds_tiny import BSDS_TINY
 
 EXPERIMENTS = sorted(
     p.stem
     for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml")
     if "bsds" in p.stem or "table2" in p.stem
 )
-TINY = [
-    "data=bsds_synthetic",
-    "data.synthetic.n_train=3",
-    "data.synthetic.n_val=2",
-    "data.synthetic.size=[48,64]",
-    "model.trunk=tiny",
-    "model.taps=[out]",
-    "model.pretrained=false",
-    "model.freeze_through=null",
-    "model.hidden=8",
-    "model.out_dim=4",
-    "logger=none",
-    "trainer.workers=0",
-    "trainer.device=cpu",
-    "trainer.batch_size=2",
-    "eval.ks=[2,3]",
-    "eval.min_size=16",
-    "eval.overlays=1",
-]
+TINY = [*BSDS_TINY, "logger=none"]
 
 
 def _cfg(tmp_path, experiment, extra=(), tiny=TINY):

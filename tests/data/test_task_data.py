@@ -6,6 +6,7 @@ import shutil
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from tests.engine.bsds_tiny import BSDS_TINY
 from tests.engine.coco_tiny import compose_coco, tiny_overrides
 
 from matbackprop.data.region_store import PreparedCocoRegions, StoreSpec, prepare_store
@@ -100,19 +101,10 @@ def test_coco_bad_items_counted_and_capped(coco_root, tmp_path):
 
 def test_bsds_bad_items_counted(tmp_path):
     over = [
-        "data=bsds_synthetic",
+        *BSDS_TINY,
         f"data.root={tmp_path / 'bsds'}",
         "data.synthetic.n_train=4",
-        "data.synthetic.n_val=2",
-        "data.synthetic.size=[48,64]",
-        "model.trunk=tiny",
-        "model.taps=[out]",
-        "model.pretrained=false",
-        "model.freeze_through=null",
-        "model.hidden=8",
-        "model.out_dim=4",
         "logger=none",
-        "trainer.batch_size=2",
         "data.on_error=skip",
         f"run_dir={tmp_path / 'run'}",
     ]

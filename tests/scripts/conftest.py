@@ -4,29 +4,12 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from tests.engine.bsds_tiny import BSDS_TINY as _BSDS_TINY
 from tests.engine.coco_tiny import tiny_overrides
 
 from matbackprop.train import CONFIG_DIR, run
 
-BSDS_TINY = [
-    "data=bsds_synthetic",
-    "data.synthetic.n_train=3",
-    "data.synthetic.n_val=2",
-    "data.synthetic.size=[48,64]",
-    "model.trunk=tiny",
-    "model.taps=[out]",
-    "model.pretrained=false",
-    "model.freeze_through=null",
-    "model.hidden=8",
-    "model.out_dim=4",
-    "trainer.workers=0",
-    "trainer.device=cpu",
-    "trainer.batch_size=2",
-    "trainer.log_every=1",
-    "eval.ks=[2,3]",
-    "eval.min_size=16",
-    "eval.overlays=1",
-]
+BSDS_TINY = [*_BSDS_TINY, "trainer.log_every=1"]
 
 
 def _compose(config_name: str, overrides: list[str]):
