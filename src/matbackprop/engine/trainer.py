@@ -100,6 +100,7 @@ from matbackprop.errors import (  # noqa: F401  (RunFolderError re-exported)
     Stopped,
     UserError,
 )
+from matbackprop.spectral import InvalidValuesError
 
 
 class Task(Protocol):
@@ -395,7 +396,7 @@ class _Run:
             "nonfinite_steps": self.nonfinite_steps,
             "global_step": self.global_step,
             "best": self.best,
-            "rng": rngs[0] if self.world == 1 else rngs,
+            "rng": rngs,  # one state per rank
             "world_size": self.world,
             "fingerprint": fingerprint(self.cfg),
             "wandb_id": self.wandb_id,
@@ -448,12 +449,8 @@ class _Run:
             start = ckpt["epoch"]
             self.sums, self.n_steps = dict(ckpt.get("sums", {})), int(ckpt.get("n_steps", 0))
             self.nonfinite_steps = int(ckpt.get("nonfinite_steps", 0))
-        rng = ckpt["rng"]
-        saved_world = int(ckpt.get("world_size", 1))
-        if isinstance(rng, list):
-            self.rng_by_rank = rng if saved_world == self.world else None
-        else:
-            self.rng_by_rank = [rng] if self.world == 1 else None
+        saved_world = int(ckpt["world_size"])
+        self.rng_by_rank = ckpt["rng"] if saved_world == self.world else None  # one per rank
         if self.rng_by_rank is None and self.main:
             print(
                 f"[train] the checkpoint was written by {saved_world} process(es), this run has "
@@ -579,13 +576,11 @@ def _train_epoch(run: _Run, epoch: int, start_step: int, logger, stop: _StopSign
         try:
             with _autocast(run.device, run.precision):
                 loss, logs = run.task.train_step(run.model, batch)
-        except ValueError as err:  # the structured layer's input blew up
-            if "finite" in str(err) or "positive definite" in str(err) or "overflow" in str(err):
-                raise DivergedError(
-                    f"epoch {epoch + 1}, step {k} (global {run.global_step}): the structured "
-                    f"layer's input became invalid ({err}). {_ADVICE}"
-                ) from err
-            raise
+        except InvalidValuesError as err:  # the structured layer's input blew up
+            raise DivergedError(
+                f"epoch {epoch + 1}, step {k} (global {run.global_step}): the structured "
+                f"layer's input became invalid ({err}). {_ADVICE}"
+            ) from err
         weight = batches[k][1]
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss * weight if weight != 1.0 else loss).backward()
@@ -669,10 +664,12 @@ def _epoch_means(run: _Run) -> dict[str, float]:
     n = max(totals[-1] / run.world, 1.0)  # steps per rank
     out = {}
     for k, v in zip(keys, totals[:-1]):
-        if k.startswith("count_") or k == "nonfinite_steps":
-            out[k] = v if k.startswith("count_") else v / run.world
+        if k.startswith("count_"):
+            out[k] = v  # summed over the steps of every rank
+        elif k == "nonfinite_steps":
+            out[k] = v / run.world  # the same steps are skipped on every rank
         else:
-            out[k] = v / run.world / n
+            out[k] = v / run.world / n  # the mean over steps and ranks
     return out
 
 

@@ -16,7 +16,7 @@ Host syncs: only input validation synchronises (one fused check per call);
 :func:`set_validation` ``(False)`` turns the checks off for trusted hot loops.
 """
 
-from ._common import set_validation, sym, validation_enabled
+from ._common import InvalidValuesError, set_validation, sym, validation_enabled
 from .eig import EigLayer, eig_layer
 from .matfun import (
     SymExpm,
@@ -35,6 +35,7 @@ from .projector import Projector, numerical_rank, projector
 from .svd import SVDLayer, svd_layer
 
 __all__ = [
+    "InvalidValuesError",
     "EigLayer",
     "LogCovPool",
     "NCutAlignmentLoss",

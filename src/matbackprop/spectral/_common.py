@@ -106,6 +106,13 @@ def upcast(x: Tensor) -> Tensor:
     return x
 
 
+class InvalidValuesError(ValueError):
+    """The input's values, not its shape or type, are invalid: non-finite entries, a matrix
+    that is not positive (semi-)definite, or a scale that overflowed its dtype. Inside a
+    training loop this is how divergence reaches a structured layer (``matbackprop.engine``
+    reports it as such); shape and type errors stay plain ``ValueError``s."""
+
+
 def _check_type(x: Tensor, name: str) -> None:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
@@ -122,7 +129,7 @@ def check_float(x: Tensor, name: str) -> None:
     One host synchronisation; none when validation is off (:func:`set_validation`)."""
     _check_type(x, name)
     if _VALIDATE and not bool(torch.isfinite(x.detach()).all()):
-        raise ValueError(f"{name}: input contains non-finite values (NaN or Inf)")
+        raise InvalidValuesError(f"{name}: input contains non-finite values (NaN or Inf)")
 
 
 def check_symmetric(x: Tensor, name: str) -> None:
@@ -142,7 +149,7 @@ def check_symmetric(x: Tensor, name: str) -> None:
     worst = (asym / scale).amax()
     worst = float(torch.where(torch.isfinite(x).all(), worst, -1.0))  # the one sync
     if worst < 0:
-        raise ValueError(f"{name}: input contains non-finite values (NaN or Inf)")
+        raise InvalidValuesError(f"{name}: input contains non-finite values (NaN or Inf)")
     if worst > SYM_RTOL[x.dtype]:
         raise ValueError(
             f"{name}: input is not symmetric (max |X - Xᵀ| / max |X| = {worst:.3g} > "

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ._common import (
+    InvalidValuesError,
     check_symmetric,
     eig_tol,
     exact,
@@ -151,10 +152,12 @@ def _check_domain(lam: Tensor, domain: str, check: bool) -> Tensor:
         if domain == "pd":
             low = float(lam[..., 0].min())  # the one sync
             if low <= 0:
-                raise ValueError(f"input is not positive definite (smallest eigenvalue {low:.3g})")
+                raise InvalidValuesError(
+                    f"input is not positive definite (smallest eigenvalue {low:.3g})"
+                )
         else:  # psd: eigenvalues down to −noise are zeros
             if float((lam[..., :1] + eig_tol(lam)).min()) < 0:
-                raise ValueError(
+                raise InvalidValuesError(
                     "input is not positive semi-definite "
                     f"(smallest eigenvalue {float(lam[..., 0].min()):.3g})"
                 )
@@ -216,8 +219,8 @@ def _named(name: str, x: Tensor, f, dd, domain: str, validate: bool) -> Tensor:
         check_symmetric(x, name)
     try:
         return _SymMatFun.apply(x, f, dd, domain, validate and validation_enabled())
-    except ValueError as e:
-        raise ValueError(f"{name}: {e}") from None
+    except ValueError as e:  # keeps the class (InvalidValuesError or ValueError)
+        raise type(e)(f"{name}: {e}") from None
 
 
 def sym_logm(x: Tensor, validate: bool = True) -> Tensor:

@@ -22,7 +22,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import check_float, exact, full_precision, upcast, validation_enabled
+from ._common import (
+    InvalidValuesError,
+    check_float,
+    exact,
+    full_precision,
+    upcast,
+    validation_enabled,
+)
 
 _CHUNK = 16384  # rows per float64 block: extra memory O(chunk · d), not O(m · d)
 
@@ -97,7 +104,7 @@ def _check_ncut_inputs(features: Tensor, labels: Tensor, validate: bool) -> None
     finite = torch.isfinite(features.detach()).all()
     lo = float(torch.where(finite, lo, float("nan")))  # the one sync
     if lo != lo:
-        raise ValueError(
+        raise InvalidValuesError(
             "ncut_alignment_loss: features: input contains non-finite values (NaN or Inf)"
         )
     if lo < 0:
@@ -189,7 +196,7 @@ def ncut_alignment_loss(
     c, rank_z = _ProjectorAlignment.apply(z, q_t, rtol)
     loss = 0.5 * (rank_z + rank_t).to(c.dtype) - c
     if validate and validation_enabled() and not bool(torch.isfinite(loss).all()):
-        raise ValueError(
+        raise InvalidValuesError(
             f"ncut_alignment_loss: the loss is not finite although the features are: the "
             f"feature scale overflowed {features.dtype} (max feature "
             f"{float(features.detach().amax()):.3g}; the degrees grow with its square). Rescale "

@@ -38,7 +38,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import _check_type, exact, full_precision, sym, upcast, validation_enabled
+from ._common import (
+    InvalidValuesError,
+    _check_type,
+    exact,
+    full_precision,
+    sym,
+    upcast,
+    validation_enabled,
+)
 from .matfun import sym_logm
 
 # ----------------------------------------------------------------------------- g(λ) = log1p(λ/ε)/λ
@@ -175,7 +183,7 @@ def _check_pool_inputs(x: Tensor, mask: Tensor | None, eps: float, validate: boo
         flags += [(torch.isfinite(m) & (m >= 0)).all(), (m.reshape(b, -1).sum(-1) > 0).all()]
     x_ok, *mask_ok = torch.stack(flags).tolist()  # the one sync
     if not x_ok:
-        raise ValueError("log_cov_pool: x: input contains non-finite values (NaN or Inf)")
+        raise InvalidValuesError("log_cov_pool: x: input contains non-finite values (NaN or Inf)")
     if mask_ok and not mask_ok[0]:
         raise ValueError("log_cov_pool: mask must hold finite non-negative weights")
     if mask_ok and not mask_ok[1]:
