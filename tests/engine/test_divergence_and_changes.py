@@ -130,3 +130,19 @@ def test_other_changes_are_still_refused(tmp_path, data_root):
     run(cfg(tmp_path, data_root))
     with pytest.raises(RunFolderError, match="optim.momentum"):
         run(cfg(tmp_path, data_root, "trainer.epochs=2", "optim.momentum=0.5"))
+
+
+def test_a_layer_rejecting_its_input_values_is_reported_as_divergence(tmp_path, data_root):
+    """What a blown-up DeepO2P looks like to the log layer (not positive definite)."""
+    from matbackprop.spectral import sym_logm
+
+    make = task_factory("coco")
+
+    def build(c):
+        task = make(c)
+        task.train_step = lambda model, batch: (sym_logm(-torch.eye(3, dtype=torch.float64)), {})
+        return task
+
+    with pytest.raises(DivergedError, match=r"structured layer's input became invalid.*optim\.lr"):
+        fit(cfg(tmp_path, data_root), build, tmp_path)
+    assert not (tmp_path / "last.pt").exists()
