@@ -14,7 +14,6 @@ training on a Titan Z GPU (MATLAB). Prints a table and writes ``outputs/bench/de
 from __future__ import annotations
 
 import argparse
-import contextlib
 import platform
 import statistics
 import time
@@ -24,9 +23,8 @@ import torch
 
 from matbackprop.engine.optim import build_optimizer
 from matbackprop.engine.records import write_csv
+from matbackprop.engine.trainer import PRECISIONS, autocast_context
 from matbackprop.models.deepncut import DeepNCut, ncut_loss_on_grid
-
-PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 
 SETTINGS = [  # (label, trunk, taps, freeze_through, batch)
     ("AlexNet relu5, end to end", "alexnet", ["relu5"], None, 1),
@@ -34,12 +32,6 @@ SETTINGS = [  # (label, trunk, taps, freeze_through, batch)
     ("AlexNet relu5, conv1-2 frozen", "alexnet", ["relu5"], "relu2", 1),
     ("AlexNet relu5, conv1-2 frozen", "alexnet", ["relu5"], "relu2", 4),
 ]
-
-
-def autocast(device: torch.device, precision: str):
-    """The trunk's autocast context for ``--precision`` (a no-op for 32); the loss leaves it."""
-    dtype = PRECISIONS[precision]
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def _sync(device: torch.device) -> None:
@@ -60,7 +52,7 @@ def images_per_second(trunk, taps, freeze, batch, args, device) -> tuple[float, 
     for i in range(args.warmup + args.steps):
         _sync(device)
         t0 = time.perf_counter()
-        with autocast(device, precision):
+        with autocast_context(device, precision):  # as the trainer does
             feats = model(images)
         loss = ncut_loss_on_grid(feats, seg).mean()
         opt.zero_grad(set_to_none=True)

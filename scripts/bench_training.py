@@ -15,7 +15,6 @@ the ratio to AlexNet (target: DeepO2P ≤ 1.3×) and writes ``outputs/bench/trai
 from __future__ import annotations
 
 import argparse
-import contextlib
 import platform
 import statistics
 import time
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 
 from matbackprop.engine.optim import build_optimizer
 from matbackprop.engine.records import write_csv
+from matbackprop.engine.trainer import PRECISIONS, autocast_context
 from matbackprop.models.build import build_model
 
 MODELS = {
@@ -40,17 +40,6 @@ MODELS = {
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
-
-
-def autocast(device: torch.device, precision: str):
-    """The forward's autocast context for ``--precision`` (a no-op for 32)."""
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def time_steps(name: str, model_cfg: dict, args, device: torch.device) -> list[float]:
@@ -68,7 +57,7 @@ def time_steps(name: str, model_cfg: dict, args, device: torch.device) -> list[f
     for i in range(args.warmup + args.steps):
         _sync(device)
         t0 = time.perf_counter()
-        with autocast(device, precision):
+        with autocast_context(device, precision):  # as the trainer does
             loss = F.cross_entropy(model(images, masks).float(), labels)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

@@ -239,7 +239,10 @@ def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> 
     return batch
 
 
-def _autocast(device: torch.device, precision: str):
+PRECISIONS = ("32", "bf16", "16")  # trainer.precision ("fp16", "fp32", "float32" are aliases)
+
+
+def autocast_context(device: torch.device, precision: str):
     """``trainer.precision``: ``"32"`` (no autocast), ``bf16`` (CUDA and CPU autocast) or
     ``"16"`` / ``fp16`` (CUDA only, with a GradScaler). The structured layers leave autocast
     themselves and run in float32/float64 (``matbackprop.spectral``)."""
@@ -574,7 +577,7 @@ def _train_epoch(run: _Run, epoch: int, start_step: int, logger, stop: _StopSign
     for k, batch in enumerate(bar, start=start_step):
         batch = to_device(batch, run.device, run.channels_last)
         try:
-            with _autocast(run.device, run.precision):
+            with autocast_context(run.device, run.precision):
                 loss, logs = run.task.train_step(run.model, batch)
         except InvalidValuesError as err:  # the structured layer's input blew up
             raise DivergedError(
@@ -767,7 +770,7 @@ def fit(cfg: DictConfig, make_task: Callable[[DictConfig], Task], run_dir: str |
     real_data = cfg.get("data", {}).get("synthetic") is None
     device = resolve_device(str(tcfg.get("device", "auto")), real_data=real_data)
     precision = str(tcfg.get("precision", "32"))
-    _autocast(device, precision)  # validates precision for this device
+    autocast_context(device, precision)  # validates precision for this device
     with RunLock(run_dir):  # one command per run folder (rank 0 holds it for all ranks)
         joined = D.init_distributed(device.type)
         try:
