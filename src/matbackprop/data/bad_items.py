@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from matbackprop.errors import ConfigError, DataError
 
@@ -37,6 +38,27 @@ def bad_file(message: str, path) -> DataError:
     err = DataError(message)
     err.path = str(path)
     return err
+
+
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def read_rgb(path, what: str, fix: str) -> np.ndarray:
+    """Decode the image file ``path`` as RGB.
+
+    Shape: -> (H, W, 3) uint8.
+
+    Raises:
+        DataError: the file cannot be decoded (truncated, garbage); names ``what`` (the file
+            and its ids) and ``fix``.
+    """
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except DECODE_ERRORS as e:
+        raise bad_file(
+            f"cannot decode {what}: {e}; the file is truncated or corrupt: {fix}", path
+        ) from e
 
 
 def check_on_error(on_error: str) -> str:

@@ -28,11 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset
 
 from matbackprop import matio
-from matbackprop.data.bad_items import bad_file, check_on_error, fetch
+from matbackprop.data.bad_items import bad_file, check_on_error, fetch, read_rgb
 
 SPLITS = {
     500: {"train": ("train",), "val": ("val",), "test": ("test",), "trainval": ("train", "val")},
@@ -137,15 +136,7 @@ class BSDS(Dataset):
     def load(self, idx: int) -> dict:
         """Item ``idx`` without replacement (raises :class:`DataError` naming file and id)."""
         iid, img_path, gt_path = self.items[idx]
-        try:
-            with Image.open(img_path) as im:
-                image = np.asarray(im.convert("RGB"))  # (H, W, 3) uint8
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise bad_file(
-                f"cannot decode BSDS image {img_path} (image id {iid}): {e}; the file is "
-                f"truncated or corrupt: {_HINT}",
-                img_path,
-            ) from e
+        image = read_rgb(img_path, f"BSDS image {img_path} (image id {iid})", _HINT)  # (H, W, 3)
         try:
             gts = load_groundtruth(gt_path)
         except (FileNotFoundError, ValueError) as e:

@@ -29,12 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from matbackprop.data import transforms as T
-from matbackprop.data.bad_items import bad_file, check_on_error, fetch, item_generator
+from matbackprop.data.bad_items import bad_file, check_on_error, fetch, item_generator, read_rgb
 from matbackprop.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -298,15 +297,9 @@ class CocoRegions(torch.utils.data.Dataset):
         path = self.image_dir / self._files[k]
         if not path.is_file():
             raise bad_file(f"COCO image {self.describe(i)} not found; {_HINT}", path)
-        try:
-            with Image.open(path) as im:
-                rgb = np.asarray(im.convert("RGB"))  # (H, W, 3) uint8
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise bad_file(
-                f"cannot decode COCO image {self.describe(i)}: {e}; the file is truncated or "
-                "corrupt: re-download it (`make data-coco`)",
-                path,
-            ) from e
+        rgb = read_rgb(  # (H, W, 3) uint8
+            path, f"COCO image {self.describe(i)}", "re-download it (`make data-coco`)"
+        )
         if rgb.shape[:2] != tuple(self._hw[k]):
             raise bad_file(
                 f"COCO image {self.describe(i)} is {rgb.shape[1]}x{rgb.shape[0]} but "
