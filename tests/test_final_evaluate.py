@@ -53,7 +53,7 @@ def test_monitor_subset_is_fixed_seeded_and_scored(task, model):
 
 def test_sharded_prediction_equals_single_process(task, model, monkeypatch):
     indices = list(range(len(task.val_set)))
-    logits, labels = task.predict(model, indices)
+    logits, labels, _ = task.predict(model, indices)
     parts = {}
     for r in (0, 1):  # two "ranks", strided shards
         monkeypatch.setattr(coco_mod, "shard", lambda n, r=r: list(range(r, n, 2)))
@@ -64,7 +64,7 @@ def test_sharded_prediction_equals_single_process(task, model, monkeypatch):
         merged[r::2] = local
     monkeypatch.setattr(coco_mod, "shard", lambda n: [])
     monkeypatch.setattr(coco_mod, "gather", lambda local, n: merged)
-    logits2, labels2 = task.predict(model, indices)
+    logits2, labels2, _ = task.predict(model, indices)
     torch.testing.assert_close(logits2, logits)
     assert torch.equal(labels2, labels)
 

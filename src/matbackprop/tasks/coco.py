@@ -290,8 +290,9 @@ class CocoTask:
         return sorted(rng.choice(n, size=int(k), replace=False).tolist())
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, indices: list[int]) -> tuple[Tensor, Tensor]:
-        """Logits and labels of val regions ``indices``, sharded over ranks and gathered.
+    def predict(self, model: nn.Module, indices: list[int]) -> tuple[Tensor, Tensor, int]:
+        """Logits and labels of val regions ``indices``, sharded over ranks and gathered, and
+        how many of them were bad items replaced (``data.on_error=skip``).
 
         Shape: -> (len(indices), K) float32, (len(indices),) int64, in ``indices`` order.
         """
@@ -305,16 +306,16 @@ class CocoTask:
             bad = batch.get("bad", torch.zeros(len(out), dtype=torch.int64))
             local += [(o, int(y), int(b)) for o, y, b in zip(out, batch["label"], bad)]
         both = gather(local, len(indices))
-        self.last_bad = sum(b for _, _, b in both)  # replaced (bad) items among them
-        return torch.stack([o for o, _, _ in both]), torch.tensor([y for _, y, _ in both])
+        logits, labels = torch.stack([o for o, _, _ in both]), torch.tensor([y for _, y, _ in both])
+        return logits, labels, sum(b for _, _, b in both)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, epoch: int) -> dict[str, Any]:
         """Scores on the monitor subset (:meth:`monitor_indices`), with tables and spectra."""
         indices = self.monitor_indices()
-        logits, labels = self.predict(model, indices)
+        logits, labels, bad = self.predict(model, indices)
         self.bad_items.reset("val", epoch)
-        metrics_bad = self.bad_items.add("val", epoch, self.last_bad)
+        metrics_bad = self.bad_items.add("val", epoch, bad)
         metrics = classification_metrics(logits, labels, self.class_names)
         metrics["val_items"] = len(indices)
         metrics["val_bad_items"] = metrics_bad
@@ -331,10 +332,10 @@ class CocoTask:
     @torch.no_grad()
     def final_evaluate(self, model: nn.Module) -> dict[str, Any]:
         """Scalars on the whole val set (every kept region), for ``final.json``."""
-        logits, labels = self.predict(model, list(range(len(self.val_set))))
+        logits, labels, bad = self.predict(model, list(range(len(self.val_set))))
         metrics = classification_metrics(logits, labels, self.class_names)
         scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
-        return {**scalars, "val_items": len(labels), "val_bad_items": self.last_bad}
+        return {**scalars, "val_items": len(labels), "val_bad_items": bad}
 
 
 def build_task(cfg: DictConfig) -> CocoTask:
