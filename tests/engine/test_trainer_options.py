@@ -30,3 +30,20 @@ def test_channels_last_trains_to_the_same_numbers(tmp_path, data_root):
 def test_max_steps_stops_inside_the_epoch(tmp_path, data_root):
     result, rows = _train(tmp_path, data_root, "trainer.max_steps=1", "trainer.epochs=2")
     assert result.stopped_at_max_steps and result.epochs_done == 0 and rows == []
+
+
+def test_resume_inside_an_epoch_restores_the_dropout_randomness(tmp_path, data_root):
+    """With dropout in the model, a resume at a step is bitwise only if the global RNG state of
+    that step comes back from the checkpoint."""
+    import torch
+
+    from matbackprop.engine.checkpoint import load_checkpoint
+
+    extra = ("model.dropout=0.5", "trainer.epochs=2", "data.synthetic.n_train=32")
+    _train(tmp_path / "ref", data_root, *extra)
+    cut, _ = _train(tmp_path / "cut", data_root, *extra, "trainer.max_steps=3")
+    assert cut.stopped_at_max_steps
+    _train(tmp_path / "cut", data_root, *extra)
+    a = load_checkpoint(tmp_path / "ref" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "cut" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
