@@ -29,10 +29,11 @@ test): the not-fine-tuned NCut baselines with ``python -m matbackprop.evaluate``
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
+
+from matbackprop.engine.records import read_status
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE1 = [
@@ -65,8 +66,9 @@ def missing_coco(root: Path) -> list[Path]:
 
 
 def is_finished(run_dir: Path) -> bool:
-    status = run_dir / "status.json"
-    return status.is_file() and bool(json.loads(status.read_text()).get("finished"))
+    """The run's ``status.json`` says finished (a corrupt one: RunFolderError naming it)."""
+    status = read_status(run_dir)
+    return bool(status and status.get("finished"))
 
 
 def run_sequence(
