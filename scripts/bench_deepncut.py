@@ -23,7 +23,7 @@ import torch
 
 from matbackprop.engine.optim import build_optimizer
 from matbackprop.engine.records import write_csv
-from matbackprop.engine.trainer import PRECISIONS, autocast_context
+from matbackprop.engine.step import PRECISIONS, autocast_context
 from matbackprop.models.deepncut import DeepNCut, ncut_loss_on_grid
 
 SETTINGS = [  # (label, trunk, taps, freeze_through, batch)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from matbackprop.engine.optim import build_optimizer
 from matbackprop.engine.records import write_csv
-from matbackprop.engine.trainer import PRECISIONS, autocast_context
+from matbackprop.engine.step import PRECISIONS, autocast_context
 from matbackprop.models.build import build_model
 
 MODELS = {

@@ -6,7 +6,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import matbackprop.engine.trainer as trainer_mod
+import matbackprop.engine.state as trainer_mod
 from matbackprop.engine.checkpoint import load_checkpoint
 from matbackprop.evaluate import evaluate
 from matbackprop.tasks import DataError

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import matbackprop.engine.trainer as trainer_mod
+import matbackprop.engine.loop as loop_mod
+import matbackprop.engine.state as trainer_mod
 from matbackprop.engine.checkpoint import load_checkpoint
 from matbackprop.engine.logging import NullLogger
 from matbackprop.engine.records import read_csv
-from matbackprop.engine.trainer import RunFolderError, fit
+from matbackprop.engine.loop import fit
+from matbackprop.errors import RunFolderError
 from matbackprop.tasks import DataError, task_factory
 from matbackprop.tasks.coco import classification_metrics, eigen_stats
 from matbackprop.train import run
@@ -81,7 +83,7 @@ def test_resume_equals_uninterrupted(tmp_path, data_root, monkeypatch, before_wr
     for key, value in ref["model"].items():
         assert torch.equal(value, cut["model"][key]), key
     assert _comparable_rows(ref_dir) == _comparable_rows(cut_dir)  # no duplicate rows
-    assert [r["epoch"] for r in read_csv(cut_dir / "metrics.csv")] == ["0", "1", "2"]
+    assert [r["epoch"] for r in read_csv(cut_dir / "metrics.csv")] == ["1", "2", "3"]  # epochs counted from 1
     assert ref["best"] == cut["best"]
 
 
@@ -130,7 +132,7 @@ def test_logger_finished_with_exit_code_on_failure(tmp_path, data_root, monkeypa
         def finish(self, exit_code=0):
             seen["exit_code"] = exit_code
 
-    monkeypatch.setattr(trainer_mod, "build_logger", lambda *a, **k: Recorder())
+    monkeypatch.setattr(loop_mod, "build_logger", lambda *a, **k: Recorder())
     make = task_factory("coco")
 
     def broken_task(cfg):

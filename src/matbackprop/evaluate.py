@@ -41,7 +41,8 @@ from matbackprop.engine.checkpoint import (
 )
 from matbackprop.engine.records import append_metrics, save_config, truncate_metrics
 from matbackprop.engine.runlock import RunLock
-from matbackprop.engine.trainer import resolve_device, split_metrics, write_media
+from matbackprop.engine.distributed import resolve_device
+from matbackprop.engine.records import split_metrics, write_media
 from matbackprop.engine.validate import validate_config
 from matbackprop.errors import CheckpointError, RunFolderError
 from matbackprop.tasks import task_factory

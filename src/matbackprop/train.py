@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from matbackprop.cli import run_cli
 from matbackprop.engine.sweep import in_multirun, name_sweep_job
-from matbackprop.engine.trainer import FitResult, fit
+from matbackprop.engine.loop import FitResult, fit
 from matbackprop.tasks import task_factory
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")

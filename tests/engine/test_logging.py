@@ -294,7 +294,7 @@ def _tiny_coco(run_dir, data_root, *extra):
 
 
 def test_training_resumed_mid_epoch_logs_the_redone_epoch(tmp_path, monkeypatch):
-    import matbackprop.engine.trainer as trainer_mod
+    import matbackprop.engine.state as trainer_mod
     from matbackprop.train import run
 
     _offline_env(monkeypatch, tmp_path)

@@ -20,7 +20,7 @@ import torch
 
 from matbackprop.engine.checkpoint import load_checkpoint
 from matbackprop.engine.records import read_csv
-from matbackprop.engine.trainer import resolve_device, shard_batches
+from matbackprop.engine.distributed import resolve_device, shard_batches
 from matbackprop.errors import EXIT_PREEMPTED, ConfigError
 from tests.engine.coco_tiny import tiny_overrides
 

@@ -107,6 +107,98 @@ def _fmt(v: Any) -> Any:
     return f"{v:.6g}" if isinstance(v, float) else v
 
 
+def split_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+    """A task's metrics -> (scalars as floats, media: Table / Confusion / Figure)."""
+    from matbackprop.engine.logging import Confusion, Figure, Table
+
+    scalars, media = {}, {}
+    for k, v in metrics.items():
+        if isinstance(v, (Table, Confusion, Figure)):
+            media[k] = v
+        elif hasattr(v, "numel") and v.numel() == 1:  # a one-element tensor
+            scalars[k] = float(v)
+        elif isinstance(v, (int, float)):
+            scalars[k] = float(v)
+    return scalars, media
+
+
+def media_tables(media: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list[Any]]]]:
+    """The :class:`~matbackprop.engine.logging.Table` entries of ``media`` as (columns, rows)."""
+    from matbackprop.engine.logging import Table
+
+    return {k: (list(v.columns), list(v.rows)) for k, v in media.items() if isinstance(v, Table)}
+
+
+def write_media(run_dir: Path, media: Mapping[str, Any], epoch: int, prefix: str = "") -> None:
+    """Tables: the latest as ``tables/<prefix><name>.csv``, and every epoch's rows appended to
+    ``tables/<prefix><name>_by_epoch.csv`` (with an ``epoch`` column). For one-shot writers
+    (``evaluate``); the training loop keeps its tables in :class:`RunRecords`."""
+    for name, (columns, rows) in media_tables(media).items():
+        dicts = [dict(zip(columns, r)) for r in rows]
+        write_csv(run_dir / "tables" / f"{prefix}{name}.csv", dicts, columns)
+        history = run_dir / "tables" / f"{prefix}{name}_by_epoch.csv"
+        old = read_csv(history)
+        write_csv(history, [*old, *({"epoch": epoch, **r} for r in dicts)], ["epoch", *columns])
+
+
+class RunRecords:
+    """A run folder's records, kept in memory and written from there (rank 0 only):
+    ``status.json``, ``metrics.csv`` (one row per epoch, ``epoch`` counted from 1) and
+    ``tables/*.csv``. What a resumed run had written is read once, at the start."""
+
+    def __init__(self, run_dir: str | Path, main: bool = True) -> None:
+        self.run_dir, self.main = Path(run_dir), main
+        self.status: dict[str, Any] = dict(read_status(self.run_dir) or {})
+        self.rows: list[dict[str, Any]] = read_csv(self.run_dir / "metrics.csv")
+        self.tables: dict[str, list[dict[str, Any]]] = {}
+
+    def keep_epochs(self, done: int) -> None:
+        """Drop the rows of epochs after the first ``done`` (about to be redone), in
+        ``metrics.csv`` and every ``tables/*_by_epoch.csv``."""
+        self.rows = [r for r in self.rows if int(r["epoch"]) <= done]
+        for path in sorted((self.run_dir / "tables").glob("*_by_epoch.csv")):
+            self.tables[path.name] = [r for r in read_csv(path) if int(r["epoch"]) <= done]
+        if self.main:
+            self._write_metrics()
+            for name, rows in self.tables.items():
+                path = self.run_dir / "tables" / name
+                write_csv(path, rows, list(rows[0].keys()) if rows else ["epoch"])
+
+    def _write_metrics(self) -> None:
+        if not self.rows:
+            return
+        columns: list[str] = []
+        for r in self.rows:
+            columns += [k for k in r if k not in columns]
+        write_csv(self.run_dir / "metrics.csv", self.rows, columns)
+
+    def add_row(self, row: Mapping[str, Any]) -> None:
+        """Append one epoch's row; new keys widen the header (old rows get blanks)."""
+        self.rows.append({k: _fmt(v) for k, v in row.items()})
+        if self.main:
+            self._write_metrics()
+
+    def add_tables(self, tables: Mapping[str, tuple[list[str], list[list[Any]]]], epoch: int):
+        """``tables/<name>.csv`` (the latest) and ``tables/<name>_by_epoch.csv`` (every epoch's
+        rows with an ``epoch`` column) for each ``name -> (columns, rows)``."""
+        for name, (columns, rows) in tables.items():
+            dicts = [dict(zip(columns, r)) for r in rows]
+            history = self.tables.setdefault(f"{name}_by_epoch.csv", [])
+            history += [{"epoch": epoch, **r} for r in dicts]
+            if self.main:
+                write_csv(self.run_dir / "tables" / f"{name}.csv", dicts, columns)
+                write_csv(self.run_dir / "tables" / f"{name}_by_epoch.csv", history,
+                          ["epoch", *columns])  # fmt: skip
+
+    def write_status(self, **fields: Any) -> None:
+        """Update the in-memory status with ``fields`` and write ``status.json``."""
+        self.status.update(fields)
+        if self.main:
+            from matbackprop.engine.checkpoint import write_json_atomic
+
+            write_json_atomic(self.status, self.run_dir / "status.json")
+
+
 def save_config(cfg: DictConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
     path = Path(path)

@@ -1,7 +1,7 @@
 """Tasks: what to train on and how to score it, plugged into the task-agnostic engine.
 
 A task lives in ``matbackprop/tasks/<name>.py`` and exposes ``build_task(cfg) -> Task`` (the
-protocol is in :mod:`matbackprop.engine.trainer`); the config key ``task: <name>`` picks it.
+protocol is in :mod:`matbackprop.tasks.base`); the config key ``task: <name>`` picks it.
 """
 
 from __future__ import annotations

@@ -41,23 +41,23 @@ from torch.utils.data import DataLoader, Dataset
 from matbackprop.data import transforms as T
 from matbackprop.data.bad_items import (
     SKIP_HINT,
-    BadItemCounter,
     check_on_error,
     fetch,
     item_generator,
 )
 from matbackprop.data.bsds import BSDS
-from matbackprop.data.synthetic import ensure_generated, make_synthetic_bsds
+from matbackprop.data.synthetic import make_synthetic_bsds
 from matbackprop.data.transforms import normalize
-from matbackprop.engine.checkpoint import epoch_seed, seed_worker
 from matbackprop.engine.distributed import gather, is_main, shard
 from matbackprop.engine.logging import Figure, Table
-from matbackprop.errors import ConfigError, UserError
+from matbackprop.engine.preemption import poll_evaluation
+from matbackprop.errors import ConfigError
 from matbackprop.evaluation.covering import collect, evaluate_segs
 from matbackprop.evaluation.segment import segment_from_features, write_segs
 from matbackprop.models.backbones import trunk_geometry
-from matbackprop.models.deepncut import DeepNCut, ncut_loss_on_grid, tap_table
-from matbackprop.tasks import DataError
+from matbackprop.models.build import build_model
+from matbackprop.models.deepncut import ncut_loss_on_grid, tap_table
+from matbackprop.tasks.base import DataError, Task
 
 LABEL_GRIDS = ("receptive", "uniform")
 
@@ -172,53 +172,27 @@ class SameSizeBatches(torch.utils.data.Sampler):
         return sum(-(-n // self.batch_size) for n in Counter(self.sizes).values())
 
 
-def build_deepncut(cfg: DictConfig) -> nn.Module:
-    """DeepNCut from a ``model`` config section (``head: false`` = raw trunk features)."""
-    return DeepNCut(
-        trunk=cfg.get("trunk", "alexnet"),
-        taps=list(cfg.get("taps", ["relu5"])),
-        pretrained=bool(cfg.get("pretrained", False)),
-        hidden=int(cfg.get("hidden", 256)),
-        out_dim=int(cfg.get("out_dim", 64)),
-        dropout=float(cfg.get("dropout", 0.5)),
-        freeze_through=cfg.get("freeze_through"),
-        head=bool(cfg.get("head", True)),
-        tiny_width=int(cfg.get("tiny_width", 32)),
-        tiny_out=int(cfg.get("tiny_out", 32)),
-    )
+def check_bsds_root(root: Path) -> None:
+    if not root.is_dir():
+        raise DataError(f"BSDS data folder not found: {root} (data.root); {HINT}")
 
 
-class BsdsTask:
+class BsdsTask(Task):
     """DeepNCut on BSDS (or the synthetic set); see the module docstring."""
 
     monitor = "val_cover_ods"
     monitor_mode = "max"
+    hint = HINT
 
     def __init__(self, cfg: DictConfig):
-        self.cfg = cfg
+        super().__init__(cfg)
         d = cfg.data
-        if d.get("synthetic") is not None:
-            params = OmegaConf.to_container(d.synthetic, resolve=True)
-            params["size"] = tuple(params["size"])
-            try:
-                root = ensure_generated(d.root, params, make_synthetic_bsds)
-            except FileExistsError as err:
-                raise DataError(str(err)) from err
-        else:
-            root = Path(d.root)
-            if not root.is_dir():
-                raise DataError(f"BSDS data folder not found: {root} (data.root); {HINT}")
+        root = self.data_root(make_synthetic_bsds, check_bsds_root, tuples=("size",))
         version = int(d.get("version", 500))
         on_error = str(d.get("on_error", "raise"))
-        try:
-            self.bad_items = BadItemCounter(int(d.get("max_skipped", 100)))
+        with self.data_errors():
             self.train_set = BSDS(root, d.train_split, version=version, on_error=on_error)
             self.val_set = BSDS(root, d.val_split, version=version, on_error=on_error)
-        except UserError:  # DataError / ConfigError: already say what to fix
-            raise
-        except (FileNotFoundError, ValueError) as err:
-            msg = str(err) if "make data-bsds" in str(err) else f"{err}; {HINT}"
-            raise DataError(msg) from err
         for name in ("train", "val"):
             limit = d.get(f"max_{name}_images")
             ds = getattr(self, f"{name}_set")
@@ -229,11 +203,14 @@ class BsdsTask:
             self.train_set,
             d.get("human", "random"),
             bool(d.get("hflip", True)),
-            seed=int(cfg.trainer.get("seed", 0)),
+            seed=int(cfg.trainer.seed),
             on_error=on_error,
         )
         self.run_dir = Path(cfg.run_dir)
         self._init_grid()
+        held_n = len(self.holdout_set) if self.holdout_set else 0
+        self.data_stats = {"train_images": len(self.train_set), "holdout_images": held_n,
+                           "val_images": len(self.val_set)}  # fmt: skip
         held = f" (+ {len(self.holdout_set)} held out for selection)" if self.holdout_set else ""
         print(
             f"[bsds] {root}: BSDS{version} {d.train_split} {len(self.train_set)}{held} / "
@@ -281,25 +258,17 @@ class BsdsTask:
 
     # ------------------------------------------------------------------ engine hooks
     def build_model(self) -> nn.Module:
-        return build_deepncut(self.cfg.model)
+        return build_model(self.cfg.model)
 
     def train_batches(self, epoch: int) -> list[list[int]]:
         """The epoch's global batches (one image size each), seeded by (trainer.seed, epoch)."""
-        t = self.cfg.trainer
-        g = torch.Generator().manual_seed(epoch_seed(int(t.get("seed", 0)), epoch))
-        return SameSizeBatches(self.train_items.sizes, int(t.batch_size), generator=g)._batches()
+        bs, g = int(self.cfg.trainer.batch_size), self.epoch_generator(epoch)
+        return SameSizeBatches(self.train_items.sizes, bs, generator=g)._batches()
 
     def train_loader(self, epoch: int, batches: list[list[int]]) -> DataLoader:
         items = self.train_items  # built once in __init__ (seed, on_error)
         items.set_epoch(epoch)  # per-item randomness: (seed, epoch, index)
-        workers = int(self.cfg.trainer.get("workers", 0))
-        return DataLoader(
-            items,
-            batch_sampler=batches,
-            num_workers=workers,
-            worker_init_fn=seed_worker if workers else None,
-            pin_memory=torch.cuda.is_available(),
-        )
+        return self.loader(items, batches)
 
     def train_step(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float]]:
         feats = model(batch["image"])  # (B, d, h, w) ≥ 0
@@ -340,6 +309,7 @@ class BsdsTask:
         device = next(model.parameters()).device
         local, overlays = [], []
         for i in shard(len(dataset)):
+            poll_evaluation()  # a stop signal is answered within one image
             item = dataset[i]
             image = to_tensor(item["image"]).unsqueeze(0).to(device)
             feats = model(image).float()  # (1, d, h, w)
@@ -388,7 +358,7 @@ class BsdsTask:
             path = save_overlays(
                 overlays,
                 int(np.argmax(summary["cover_curve"])),
-                self.run_dir / "overlays" / f"epoch{epoch:03d}.png",
+                self.run_dir / "overlays" / f"epoch{epoch + 1:03d}.png",  # counted from 1
             )
             metrics["overlays"] = Figure(str(path))
         return metrics

@@ -26,22 +26,21 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from matbackprop.data import transforms as T
-from matbackprop.data.bad_items import BadItemCounter
 from matbackprop.data.coco_regions import CocoRegions
 from matbackprop.data.region_store import PREPARE_HINT, PreparedCocoRegions, store_status
-from matbackprop.data.synthetic import ensure_generated, make_synthetic_coco
-from matbackprop.engine.checkpoint import epoch_seed, seed_worker
+from matbackprop.data.synthetic import make_synthetic_coco
 from matbackprop.engine.distributed import gather, shard
 from matbackprop.engine.logging import Confusion, Table
-from matbackprop.errors import ConfigError, UserError
+from matbackprop.engine.preemption import poll_evaluation
+from matbackprop.errors import ConfigError
 from matbackprop.models.backbones import trunk_geometry
 from matbackprop.models.build import build_model
-from matbackprop.tasks import DataError
+from matbackprop.tasks.base import DataError, Task
 
 MASK_GRIDS = ("receptive", "uniform")
 
@@ -57,18 +56,6 @@ def check_coco_data(root: str | Path, files: Mapping[str, str | Path]) -> None:
         path = root / rel
         if not path.exists():
             raise DataError(f"COCO {what} not found: {path}; {HINT}")
-
-
-def ensure_synthetic(root: str | Path, params: Mapping[str, Any]) -> Path:
-    """Generate the synthetic COCO set under ``root`` once (see :func:`ensure_generated`)."""
-    kwargs = dict(params)
-    for key in ("image_size", "objects_per_image"):
-        if key in kwargs:
-            kwargs[key] = tuple(kwargs[key])
-    try:
-        return ensure_generated(root, kwargs, make_synthetic_coco)
-    except FileExistsError as err:
-        raise DataError(str(err)) from err
 
 
 def region_store_for(
@@ -132,29 +119,24 @@ def eigen_stats(logcov: Tensor, eps: float) -> dict[str, float]:
     }
 
 
-class CocoTask:
+class CocoTask(Task):
     """Region classification on MSCOCO (or the synthetic set); see the module docstring."""
 
     monitor = "val_error"
     monitor_mode = "min"
+    hint = HINT
 
     def __init__(self, cfg: DictConfig):
-        self.cfg = cfg
+        super().__init__(cfg)
         d = cfg.data
-        if d.get("synthetic") is not None:
-            root = ensure_synthetic(d.root, OmegaConf.to_container(d.synthetic, resolve=True))
-        else:
-            root = Path(d.root)
-            check_coco_data(
-                root,
-                {
-                    "train annotations": d.train_ann,
-                    "val annotations": d.val_ann,
-                    "train images": d.train_images,
-                    "val images": d.val_images,
-                },
-            )
-        on_error = str(d.get("on_error", "raise"))
+        files = {
+            "train annotations": d.train_ann,
+            "val annotations": d.val_ann,
+            "train images": d.train_images,
+            "val images": d.val_images,
+        }
+        root = self.data_root(make_synthetic_coco, lambda r: check_coco_data(r, files),
+                              tuples=("image_size", "objects_per_image"))  # fmt: skip
         common = dict(
             crop_size=int(d.crop_size),
             max_side=int(d.max_side),
@@ -163,16 +145,15 @@ class CocoTask:
             mean_fill=bool(d.get("mean_fill", False)),
             mask_size=int(d.mask_size),
             seed=int(d.get("subset_seed", 0)),
-            aug_seed=int(cfg.trainer.get("seed", 0)),
-            on_error=on_error,
+            aug_seed=int(cfg.trainer.seed),
+            on_error=str(d.get("on_error", "raise")),
         )
         # min_area filters training only; validation keeps every non-degenerate instance
         splits = {
             "train": (d.train_ann, d.train_images, True, int(d.min_area), "max_train_items"),
             "val": (d.val_ann, d.val_images, False, 0, "max_val_items"),
         }
-        try:
-            self.bad_items = BadItemCounter(int(d.get("max_skipped", 100)))
+        with self.data_errors():
             for name, (ann, images, train, min_area, limit) in splits.items():
                 store = region_store_for(root, d.get("store", "auto"), images, ann, common)
                 args = (root, ann, train)
@@ -181,11 +162,6 @@ class CocoTask:
                 )
                 ds = PreparedCocoRegions(store, *args, **kwargs) if store else None
                 setattr(self, f"{name}_set", ds or CocoRegions(*args, **kwargs))
-        except UserError:  # DataError / ConfigError: already say what to fix
-            raise
-        except (FileNotFoundError, ValueError) as err:
-            msg = str(err) if "make data-coco" in str(err) else f"{err}; {HINT}"
-            raise DataError(msg) from err
         if self.train_set.class_names != self.val_set.class_names:
             raise DataError(f"train and val annotation files of {root} list different categories")
         if len(self.train_set) == 0 or len(self.val_set) == 0:
@@ -240,27 +216,12 @@ class CocoTask:
     def build_model(self) -> nn.Module:
         return build_model(self.cfg.model, self.num_classes)
 
-    def _loader(self, dataset, train: bool, batches: list[list[int]] | None = None) -> DataLoader:
-        t = self.cfg.trainer
-        workers = int(t.get("workers", 0))
-        common = dict(
-            num_workers=workers,
-            worker_init_fn=seed_worker if workers else None,
-            persistent_workers=False,
-            pin_memory=torch.cuda.is_available(),
-        )
-        if batches is not None:
-            return DataLoader(dataset, batch_sampler=batches, **common)
-        bs = int(t.get("eval_batch_size") or t.batch_size)
-        return DataLoader(dataset, batch_size=bs, shuffle=False, **common)
-
     def train_batches(self, epoch: int) -> list[list[int]]:
         """The epoch's global batches: a permutation seeded by (trainer.seed, epoch) alone, cut
         into ``trainer.batch_size`` pieces (the last, smaller one dropped when there are several:
         no size-1 batch for BatchNorm)."""
         n, bs = len(self.train_set), int(self.cfg.trainer.batch_size)
-        g = torch.Generator().manual_seed(epoch_seed(int(self.cfg.trainer.get("seed", 0)), epoch))
-        order = torch.randperm(n, generator=g).tolist()
+        order = torch.randperm(n, generator=self.epoch_generator(epoch)).tolist()
         batches = [order[i : i + bs] for i in range(0, n, bs)]
         if len(batches) > 1 and len(batches[-1]) < bs:
             batches.pop()
@@ -269,7 +230,7 @@ class CocoTask:
     def train_loader(self, epoch: int, batches: list[list[int]]) -> DataLoader:
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(epoch)
-        return self._loader(self.train_set, train=True, batches=batches)
+        return self.loader(self.train_set, batches)
 
     def train_step(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float]]:
         logits = model(batch["image"], self.grid_mask(batch["mask"]))  # (B, K)
@@ -299,8 +260,9 @@ class CocoTask:
         device = next(model.parameters()).device
         mine = [indices[i] for i in shard(len(indices))]
         local = []
-        loader = self._loader(torch.utils.data.Subset(self.val_set, mine), train=False)
+        loader = self.loader(torch.utils.data.Subset(self.val_set, mine))
         for batch in loader:
+            poll_evaluation()  # a stop signal is answered within one batch
             mask = self.grid_mask(batch["mask"].to(device))
             out = model(batch["image"].to(device), mask).float().cpu()  # (B, K)
             bad = batch.get("bad", torch.zeros(len(out), dtype=torch.int64))
@@ -330,7 +292,7 @@ class CocoTask:
         return metrics
 
     @torch.no_grad()
-    def final_evaluate(self, model: nn.Module) -> dict[str, Any]:
+    def final_evaluate(self, model: nn.Module, which: str = "last") -> dict[str, Any]:
         """Scalars on the whole val set (every kept region), for ``final.json``."""
         logits, labels, bad = self.predict(model, list(range(len(self.val_set))))
         metrics = classification_metrics(logits, labels, self.class_names)
