@@ -158,7 +158,7 @@ def test_redone_steps_after_resume_are_kept(tmp_path, monkeypatch):
         logger = build_logger({"name": "wandb", "project": "t"}, tmp_path, cfg, run_id="res1")
         for s in steps:
             logger.log({"train/loss": float(s)}, step=s + 1)
-        logger.log({"epoch/epoch": 0, "epoch/val_error": 50.0 - s}, step=steps[-1] + 1)
+        logger.log({"epoch/epoch": 1, "epoch/val_error": 50.0 - s}, step=steps[-1] + 1)
         logger.finish()
     fragments = _flushed(tmp_path)["res1"]
     assert len(fragments) == 2  # one folder per session; `make sync-wandb` uploads them as one

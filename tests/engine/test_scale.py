@@ -77,12 +77,13 @@ def assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(wa[k], wb[k]), k
 
 
-def start_slow(args: list[str]) -> subprocess.Popen:
-    """The trainer with each step slowed down (tests/engine/slow_train.py), output piped."""
+def start_slow(args: list[str], **env: str) -> subprocess.Popen:
+    """The trainer with each step slowed down (tests/engine/slow_train.py), output piped;
+    ``env``: e.g. MATBACKPROP_TEST_PAUSE_AT_STEP (the wrapper pauses there until signalled)."""
     return subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "engine" / "slow_train.py"), *args],
         cwd=ROOT,
-        env={**ENV, "MATBACKPROP_TEST_STEP_S": "0.1"},
+        env={**ENV, "MATBACKPROP_TEST_STEP_S": "0.1", **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -166,8 +167,10 @@ def test_kill9_inside_an_epoch_then_resume_is_bitwise(tmp_path, data_root, refer
 def test_sigterm_checkpoints_exits_and_resume_is_bitwise(tmp_path, data_root, reference):
     run_dir = tmp_path / "preempted"
     args = overrides(run_dir, data_root, "trainer.checkpoint_every=100")
-    proc = start_slow(args)
-    wait_for_line(proc, "epoch 1/2:")  # inside epoch 2 from here on
+    # the 11th step is step 3 of epoch 2 (8 per epoch): the wrapper pauses inside it until the
+    # signal has arrived, so the stop lands inside the epoch on any machine, loaded or not
+    proc = start_slow(args, MATBACKPROP_TEST_PAUSE_AT_STEP="11")
+    wait_for_line(proc, "[slow_train] paused at step 11")
     t0 = time.time()
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
@@ -175,7 +178,7 @@ def test_sigterm_checkpoints_exits_and_resume_is_bitwise(tmp_path, data_root, re
     assert proc.returncode == EXIT_PREEMPTED, out
     assert "SIGTERM" in out and "checkpoint written" in out
     ckpt = load_checkpoint(run_dir / "last.pt")
-    assert ckpt["epoch"] == 1 and 0 < ckpt["step_in_epoch"] < 8
+    assert ckpt["epoch"] == 1 and ckpt["step_in_epoch"] == 3  # inside epoch 2, at the step
     status = json.loads((run_dir / "status.json").read_text())
     assert not status["finished"] and status["step_in_epoch"] == ckpt["step_in_epoch"]
     done = train(args)

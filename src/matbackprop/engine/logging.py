@@ -34,7 +34,7 @@ from matbackprop.engine import distributed
 from matbackprop.errors import ConfigError
 
 STEP_KEY = "global_step"  # optimizer steps so far; x-axis of train/* and lr/*
-EPOCH_KEY = "epoch"  # x-axis of epoch/*: epochs completed (metrics.csv's 0-based `epoch` + 1)
+EPOCH_KEY = "epoch"  # x-axis of epoch/*: epochs completed (metrics.csv's `epoch`, counted from 1)
 # summary of an epoch metric: best over epochs where that is what a table reports, else last
 SUMMARY_MODES = {"epoch/val_error": "min", "epoch/val_cover_ods": "max"}
 
@@ -227,7 +227,7 @@ class WandbLogger:
                     y_true=value.y_true, preds=value.y_pred, class_names=value.class_names
                 )
             elif key == f"epoch/{EPOCH_KEY}":
-                out[EPOCH_KEY] = int(value) + 1  # as the x-axis of make tables' plots
+                out[EPOCH_KEY] = int(value)  # counted from 1, as in metrics.csv
             else:
                 out[key] = value
         if step is not None:

@@ -244,7 +244,7 @@ def train_one_epoch(L: Loop, epoch: int, start_step: int) -> bool:
         batch = to_device(batch, L.device, bool(t.channels_last))
         where = f"epoch {epoch + 1}, step {k} (global {state.global_step})"
         result = L.step(lambda b=batch: L.task.train_step(L.model, b), batches[k][1],
-                        [L.policy.local_code()], where, state.nonfinite_steps)  # fmt: skip
+                        lambda: [L.policy.local_code()], where, state.nonfinite_steps)  # fmt: skip
         if result.skipped:
             state.skip()
             if D.is_main():

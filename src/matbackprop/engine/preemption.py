@@ -59,6 +59,11 @@ class EvaluationInterrupted(Exception):
 _ACTIVE: list[StopPolicy] = []  # the installed policy (a stack: nested fits in tests)
 
 
+def stop_requested() -> str | None:
+    """The stop signal this process has received during the current fit, if any."""
+    return _ACTIVE[-1].received if _ACTIVE else None
+
+
 def poll_evaluation() -> None:
     """Call once per item in an evaluation loop: raises :class:`EvaluationInterrupted` when a
     stop signal has arrived (a no-op outside :meth:`StopPolicy.installed`). Every rank receives

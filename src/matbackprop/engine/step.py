@@ -3,7 +3,7 @@
 In the spirit of MAE's ``NativeScalerWithGradNormCount`` (``util/misc.py``)::
 
     step = OptimStep(model, optimizer, device, precision="bf16", clip=10.0)
-    result = step(lambda: task.train_step(model, batch), weight=1.0, flags=[stop.local_code()])
+    result = step(lambda: task.train_step(model, batch), weight=1.0, flags=lambda: [stop.local_code()])
     if result.skipped: ...            # non-finite loss / gradient under on_nonfinite=skip_step
 
 The loss, the gradient norm, the task's tensor logs and the caller's ``flags`` (e.g. a stop
@@ -144,13 +144,15 @@ class OptimStep:
         self,
         compute: Callable[[], tuple[Tensor, Mapping[str, Any]]],
         weight: float = 1.0,
-        flags: Sequence[float] = (),
+        flags: Sequence[float] | Callable[[], Sequence[float]] = (),
         where: str = "",
         skipped: int = 0,
     ) -> StepResult:
         """Run ``compute() -> (loss, logs)`` under autocast, backward ``loss * weight``, clip,
         and step unless non-finite. ``where`` (e.g. "epoch 2, step 5") goes into messages;
-        ``skipped``: steps already skipped this epoch (for ``max_nonfinite``).
+        ``skipped``: steps already skipped this epoch (for ``max_nonfinite``); ``flags`` (or a
+        callable giving them, read after the backward pass: e.g. a signal that arrived during
+        this step) are reduced by max over ranks in the same all-reduce.
 
         Raises:
             DivergedError: non-finite loss / gradient (policy ``raise``, or too many skipped),
@@ -170,6 +172,7 @@ class OptimStep:
         value, gvalue, logs = host_values(loss, gnorm, logs)
         bad_loss = not math.isfinite(value)
         bad_grad = not math.isfinite(gvalue) and not self.scaler.is_enabled()
+        flags = flags() if callable(flags) else flags
         reduced = D.all_reduce_max([float(bad_loss or bad_grad), *map(float, flags)], self.comm_device)
         result = StepResult(value, gvalue, logs, flags=reduced[1:])
         if reduced[0] > 0:
