@@ -7,6 +7,7 @@ generates a set once and reuses it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -21,34 +22,50 @@ __all__ = ["ensure_generated", "make_synthetic_bsds", "make_synthetic_coco"]
 
 
 def ensure_generated(root: str | Path, params: Mapping[str, Any], make: Callable[..., Any]) -> Path:
-    """Generate ``make(root, **params)`` unless ``root`` already holds a set made with ``params``.
+    """The folder of a set made by ``make(folder, **params)``, generated once; returns it.
 
-    The set is written to a temporary sibling folder and renamed into place (a crash never
-    leaves half a set), and marked with ``synthetic.json``; a folder with another marker is
-    replaced.
+    ``root`` holds the first set generated there; a set with other parameters goes to the
+    sibling ``<root>-<hash of params>`` (so a sweep over synthetic sizes never deletes the data
+    another job is reading). Generation runs under a file lock (``.<name>.lock`` beside it):
+    concurrent jobs (a local sweep) wait for the first and reuse its set. The set is written to
+    a temporary sibling folder and renamed into place (a crash never leaves half a set), and
+    marked with ``synthetic.json``.
 
     Raises:
         FileExistsError: ``root`` exists but is not a generated set (no marker): never deleted.
     """
+    from filelock import FileLock
+
     root = Path(root)
-    marker = root / "synthetic.json"
     plain = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in params.items()}
-    if marker.is_file():
-        if json.loads(marker.read_text()) == plain:
-            return root
-        shutil.rmtree(root)
-    elif root.exists():
-        raise FileExistsError(
-            f"{root} exists but is not a generated synthetic set (no synthetic.json); "
-            "choose another data.root"
-        )
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp", dir=root.parent))
+    with FileLock(str(root.parent / f".{root.name}.lock")):
+        folder = root
+        if root.exists() and not (root / "synthetic.json").is_file():
+            raise FileExistsError(
+                f"{root} exists but is not a generated synthetic set (no synthetic.json); "
+                "choose another data.root"
+            )
+        if root.exists() and _marker(root) != plain:
+            digest = hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:10]
+            folder = root.parent / f"{root.name}-{digest}"
+        if folder.exists() and _marker(folder) == plain:
+            return folder
+        if folder.exists():  # a set under this name with other parameters: left alone
+            raise FileExistsError(f"{folder} holds another synthetic set; choose another data.root")
+        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp", dir=folder.parent))
+        try:
+            make(tmp, **params)
+            (tmp / "synthetic.json").write_text(json.dumps(plain))
+            tmp.replace(folder)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+    return folder
+
+
+def _marker(folder: Path) -> Any:
     try:
-        make(tmp, **params)
-        (tmp / "synthetic.json").write_text(json.dumps(plain))
-        tmp.replace(root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return root
+        return json.loads((folder / "synthetic.json").read_text())
+    except (OSError, ValueError):
+        return None
