@@ -25,6 +25,7 @@ N, D_IN = 24, 5
 
 class FakeTask(Task):
     monitor, monitor_mode = "val_loss", "min"
+    loader_kind = "on-the-fly"  # what a real task resolves at run time (tests change it)
 
     def __init__(self, cfg: DictConfig, events: dict | None = None):
         super().__init__(cfg)
@@ -34,6 +35,7 @@ class FakeTask(Task):
         self.events = events or {}
         self.count: dict[str, int] = defaultdict(int)
         self.data_stats = {"train": N, "val": N}
+        self.resolved = {"data.loader.train": self.loader_kind}
 
     def _event(self, kind: str) -> Any:
         self.count[kind] += 1

@@ -200,3 +200,26 @@ def test_partial_sums_keep_the_epoch_means_across_world_sizes(world_from, world_
     total_n = sum(n for _, n in restored)
     assert total_loss / world_to / (total_n / world_to) == pytest.approx(mean_before)
     assert sum(s.get("count_items", 0.0) for s, _ in restored) == count_before
+
+
+def test_progress_lines_off_a_terminal(tmp_path, capsys):
+    # stdout is not a TTY under pytest's capture: a line every progress_every_s seconds
+    run(tmp_path / "run", epochs=1, progress_every_s=1e-9)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ", step " in ln]
+    assert len(lines) == 6 and lines[0].startswith("[train] epoch 1/1, step 1/6 (17%): ")
+    assert "items/s, loss " in lines[-1] and "ETA 0m00s" in lines[-1]
+    run(tmp_path / "quiet", epochs=1, progress_every_s=0)
+    assert ", step " not in capsys.readouterr().out
+
+
+def test_a_resume_never_switches_the_loader_silently(tmp_path, monkeypatch):
+    # data.store=auto: the store prepared between a run and its resume would switch loaders
+    run_dir = tmp_path / "run"
+    with pytest.raises(Preempted):
+        run(run_dir, {"step": {3: kill_self()}})
+    monkeypatch.setattr(FakeTask, "loader_kind", "store")
+    with pytest.raises(RunFolderError, match=r"data.loader.train: 'on-the-fly' \(run folder\) "
+                       r"!= 'store' \(now\)[\s\S]*data.store=none"):  # fmt: skip
+        run(run_dir)
+    monkeypatch.setattr(FakeTask, "loader_kind", "on-the-fly")
+    assert run(run_dir).epochs_done == 3

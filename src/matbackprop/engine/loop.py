@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from matbackprop.engine import distributed as D
 from matbackprop.engine import schema
@@ -35,10 +34,11 @@ from matbackprop.engine.checkpoint import load_checkpoint, seed_everything, set_
 from matbackprop.engine.checkpoint import write_json_atomic
 from matbackprop.engine.logging import build_logger
 from matbackprop.engine.optim import build_optimizer, build_scheduler
+from matbackprop.engine.progress import Progress
 from matbackprop.engine.preemption import Decision, EvaluationInterrupted, Preempted, StopPolicy
 from matbackprop.engine.records import RunRecords, media_tables, save_config, split_metrics
-from matbackprop.engine.resume import FitResult, change_record, check_compatible, finished_run
-from matbackprop.engine.resume import replan
+from matbackprop.engine.resume import FitResult, change_record, check_compatible, check_resolved
+from matbackprop.engine.resume import finished_run, replan, resolved_keys
 from matbackprop.engine.runlock import RunLock
 from matbackprop.engine.state import Checkpointer, TrainState, save_best, weights_finite
 from matbackprop.engine.step import OptimStep, autocast_context, to_device
@@ -123,12 +123,14 @@ def build(cfg: DictConfig, make_task, run_dir: Path, device: torch.device) -> Lo
     module, model = D.wrap_model(module, device, bool(t.find_unused_parameters))
     optimizer = build_optimizer(module, cfg.optim)
     step = OptimStep.from_config(module, optimizer, device, t)
-    ckpt = Checkpointer(run_dir / "last.pt", schema.fingerprint(cfg), model=module,
-                        optimizer=optimizer, scaler=step.scaler)  # fmt: skip
+    fingerprint = {**schema.fingerprint(cfg), **resolved_keys(task)}
+    ckpt = Checkpointer(run_dir / "last.pt", fingerprint, model=module, optimizer=optimizer,
+                        scaler=step.scaler)  # fmt: skip
     saved = ckpt.load()
     state, rng_by_rank = TrainState(epochs=int(t.epochs)), None
     scheduler = build_scheduler(optimizer, cfg.optim, int(t.epochs))
     if saved is not None:
+        check_resolved(saved["fingerprint"], resolved_keys(task), run_dir)
         changes = check_compatible(saved["fingerprint"], cfg, run_dir)
         if saved.get("epochs") is not None and int(saved["epochs"]) != int(t.epochs):
             changes["trainer.epochs"] = (int(saved["epochs"]), int(t.epochs))
@@ -177,7 +179,7 @@ def train(L: Loop) -> FitResult:
               f"{runtime['cuda']})", flush=True)  # fmt: skip
         print(f"[train] data: {task.data_stats}")
     records.status.update(runtime=runtime, data=task.data_stats, monitor=task.monitor,
-                          epochs_total=epochs, fingerprint=schema.fingerprint(cfg))  # fmt: skip
+                          epochs_total=epochs, fingerprint=L.checkpoint.fingerprint)  # fmt: skip
     write_status(L, finished=False, epochs_done=start)
     exit_code, stopped, last = 1, False, dict(records.status.get("last", {}))
     logger_open = True
@@ -238,8 +240,8 @@ def train_one_epoch(L: Loop, epoch: int, start_step: int) -> bool:
     if start_step and L.rng_by_rank is not None:
         set_rng_state(L.rng_by_rank[D.rank()])
     L.model.train()
-    bar = tqdm(it, total=len(batches), initial=start_step, leave=False,
-               disable=None if D.is_main() else True, desc=f"epoch {epoch + 1}/{state.epochs}")  # fmt: skip
+    bar = Progress(it, len(batches), start_step, f"epoch {epoch + 1}/{state.epochs}",
+                   int(t.batch_size), float(t.progress_every_s), D.is_main())  # fmt: skip
     for k, batch in enumerate(bar, start=start_step):
         batch = to_device(batch, L.device, bool(t.channels_last))
         where = f"epoch {epoch + 1}, step {k} (global {state.global_step})"
@@ -252,8 +254,7 @@ def train_one_epoch(L: Loop, epoch: int, start_step: int) -> bool:
         else:
             state.add(result.loss, result.logs)
         state.global_step, state.step_in_epoch = state.global_step + 1, k + 1
-        if D.is_main():
-            bar.set_postfix(loss=f"{result.loss:.4f}")
+        bar.step(result.loss)
         if state.global_step % int(t.log_every) == 0 and not result.skipped:
             log_step(L, result)
         last_step = k + 1 == len(batches)

@@ -48,12 +48,41 @@ class FitResult:
     stopped_at_max_steps: bool = False
 
 
+RESOLVED = "resolved."  # fingerprint keys of a task's run-time choices (Task.resolved)
+
+
+def resolved_keys(task: Any) -> dict[str, Any]:
+    """A task's run-time choices as fingerprint keys (``resolved.data.loader.train``, ...)."""
+    return {RESOLVED + k: v for k, v in task.resolved.items()}
+
+
+def check_resolved(saved: Mapping[str, Any], now: Mapping[str, Any], run_dir: Path) -> None:
+    """A task's run-time choices (e.g. ``data.store=auto`` picking the prepared store or
+    on-the-fly crops) are part of the run's identity: a resume never silently switches.
+
+    Raises:
+        RunFolderError: names the choice, both values and how to pin it.
+    """
+    saved = {k: v for k, v in saved.items() if k.startswith(RESOLVED)}
+    diff = [f"{k[len(RESOLVED):]}: {saved.get(k)!r} (run folder) != {now.get(k)!r} (now)"
+            for k in sorted(set(saved) | set(now)) if saved and saved.get(k) != now.get(k)]  # fmt: skip
+    if diff:
+        raise RunFolderError(
+            f"run folder {run_dir} was trained with other run-time data choices:\n  "
+            + "\n  ".join(diff)
+            + "\n(the region store was prepared or removed since). Resume with the loader it "
+            "used: data.store=none for on-the-fly crops, data.store=auto once the store is "
+            "back; or start a new run with run_name=<new name>."
+        )
+
+
 def check_compatible(saved: Mapping[str, Any], cfg: DictConfig, run_dir: Path) -> dict:
     """The ``may_change`` keys that differ (``{key: (saved, now)}``).
 
     Raises:
         RunFolderError: an ``identity`` key differs.
     """
+    saved = {k: v for k, v in saved.items() if not k.startswith(RESOLVED)}
     fixed, changes = schema.compare(saved, cfg)
     if fixed:
         names = ", ".join(line.split(":")[0] for line in fixed[:20])

@@ -12,6 +12,7 @@ and data errors mapped by exception type.
         def final_evaluate(self, model, which) -> dict        # the full val / test set, once
                                                               # per checkpoint ("last", "best")
         data_stats: dict                                      # -> status.json ("data")
+        resolved: dict                                        # run-time choices (identity)
 
 Evaluation loops call :func:`matbackprop.engine.preemption.poll_evaluation` once per item so
 that a stop signal is answered within one item.
@@ -48,6 +49,9 @@ class Task(abc.ABC):
         self.cfg = cfg
         self.bad_items = BadItemCounter(int(cfg.data.get("max_skipped", 100)))
         self.data_stats: dict[str, Any] = {}
+        # what the task decided at run time that is part of the run's identity (e.g. which
+        # loader ``data.store=auto`` picked): a resume that would decide otherwise is refused
+        self.resolved: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ the protocol
     @abc.abstractmethod

@@ -156,6 +156,7 @@ class CocoTask(Task):
         with self.data_errors():
             for name, (ann, images, train, min_area, limit) in splits.items():
                 store = region_store_for(root, d.get("store", "auto"), images, ann, common)
+                self.resolved[f"data.loader.{name}"] = "store" if store else "on-the-fly"
                 args = (root, ann, train)
                 kwargs = dict(
                     common, image_dir=root / images, min_area=min_area, max_items=d.get(limit)
