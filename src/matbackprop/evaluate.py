@@ -8,7 +8,7 @@ model has the weights a training run starts from) and runs the task's ``evaluate
 whole val set (``eval.monitor_items``, the subset scored during training, is ignored).
 
 - ``eval.checkpoint=none`` (default): the untrained model. The run folder's record is this one
-  evaluation: ``config.yaml``, ``metrics.csv`` (one row, epoch -1), ``eval.json``, ``tables/``
+  evaluation: ``config.yaml``, ``metrics.csv`` (one row, epoch 0: untrained), ``eval.json``, ``tables/``
   (and the task's outputs, e.g. ``segs/``). Refused on a folder that holds a training run
   (``last.pt``, ``best.pt`` or ``status.json``): that would overwrite its record.
 - ``eval.checkpoint=best|last``: loads ``<run_dir>/<best|last>.pt`` and writes everything
@@ -96,14 +96,14 @@ def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     seed_everything(int(cfg.trainer.get("seed", 0)))
     task = task_factory(cfg.task)(task_cfg)
     model = task.build_model()
-    epoch = -1
+    epoch = 0  # epochs the scored weights were trained for (counted from 1; 0: untrained)
     if which != "none":
         ckpt = load_checkpoint(ckpt_path)
         _load_weights(model, ckpt, ckpt_path)
-        epoch = int(ckpt.get("epoch", -1))
+        epoch = epochs_trained(ckpt)
     model = model.to(resolve_device(str(cfg.trainer.get("device", "auto")))).eval()
     with torch.no_grad():
-        scalars, media = split_metrics(task.evaluate(model, max(epoch, 0)))
+        scalars, media = split_metrics(task.evaluate(model, max(epoch - 1, 0)))
     row = {"epoch": epoch, **scalars}
     save_config(cfg, out_dir / "config.yaml")
     if which == "none":  # an untrained model: this row is the run's whole record
@@ -118,6 +118,13 @@ def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     shown = ", ".join(f"{k}={v:.4g}" for k, v in scalars.items() if isinstance(v, float))
     print(f"[evaluate] {out_dir}: {shown}")
     return row
+
+
+def epochs_trained(ckpt: dict[str, Any]) -> int:
+    """Epochs a checkpoint's weights were trained for: ``best.pt``'s ``epoch``; ``last.pt``'s
+    ``epoch`` is the one it was written in, finished or not (``step_in_epoch``)."""
+    epoch = int(ckpt.get("epoch", 0)) + (0 if ckpt.get("format", 2) >= 2 else 1)
+    return epoch - (0 if ckpt.get("step_in_epoch") is None else 1)
 
 
 def _load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: Path) -> None:

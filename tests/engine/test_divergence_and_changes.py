@@ -63,7 +63,7 @@ def test_nan_gradient_with_finite_loss_at_an_epochs_last_step(tmp_path, data_roo
         fit(c, nan_gradient_at({2 * n}), tmp_path)  # the last step of epoch 2
     assert "epoch 2" in str(err.value)
     ckpt = load_checkpoint(tmp_path / "last.pt")  # epoch 1's, untouched and finite
-    assert ckpt["epoch"] == 0 and ckpt["step_in_epoch"] is None
+    assert ckpt["epoch"] == 1 and ckpt["step_in_epoch"] is None  # epochs counted from 1
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     best = load_checkpoint(tmp_path / "best.pt")
     assert best["epoch"] == 1  # counted from 1

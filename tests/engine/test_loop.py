@@ -67,7 +67,7 @@ def test_records_count_epochs_from_one_and_status_is_complete(reference):
 
 def test_checkpoint_holds_state_per_rank(reference):
     ckpt = load_checkpoint(reference / "last.pt")
-    assert ckpt["epoch"] == 2 and ckpt["step_in_epoch"] is None and ckpt["global_step"] == 18
+    assert ckpt["epoch"] == 3 and ckpt["step_in_epoch"] is None and ckpt["global_step"] == 18
     assert {"model", "optimizer", "scaler", "scheduler", "rng", "sums", "fingerprint"} <= set(ckpt)
     assert len(ckpt["rng"]) == len(ckpt["sums"]) == ckpt["world_size"] == 1
     assert ckpt["fingerprint"]["trainer.epochs"] == 3  # may_change keys are in the fingerprint
@@ -79,7 +79,7 @@ def test_signal_inside_an_epoch_checkpoints_at_the_step_and_resume_is_bitwise(tm
         run(run_dir, {"step": {9: kill_self()}})  # step 3 of epoch 2
     assert err.value.exit_code == EXIT_PREEMPTED
     ckpt = load_checkpoint(run_dir / "last.pt")
-    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (1, 3)
+    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (2, 3)
     status = json.loads((run_dir / "status.json").read_text())
     assert not status["finished"] and status["step_in_epoch"] == 3
     run(run_dir)
@@ -102,7 +102,7 @@ def test_signal_during_evaluation_stops_within_an_item_and_the_rerun_evaluates(t
     with pytest.raises(Preempted, match="before its evaluation"):
         run(run_dir, task_events)
     ckpt = load_checkpoint(run_dir / "last.pt")
-    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (1, 6)  # all steps done, evaluation not
+    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (2, 6)  # all steps done, evaluation not
     assert len(read_csv(run_dir / "metrics.csv")) == 1
     run(run_dir)
     assert same_weights(reference, run_dir) and rows(reference) == rows(run_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,17 +125,24 @@ def test_shard_batches_weights_make_the_global_mean():
     assert shard_batches(batches, 0, 1) == [(b, 1.0) for b in batches]
 
 
-def test_ddp_two_processes_equal_one_process(tmp_path, data_root, reference):
-    run_dir = tmp_path / "ddp"
-    args = [
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "matbackprop.train",
-        *overrides(run_dir, data_root, "trainer.checkpoint_every=2"),
-    ]
+def torchrun(run_dir: Path, data_root: Path, *extra: str, nproc: int = 2):
+    args = ["--standalone", f"--nproc_per_node={nproc}", "-m", "matbackprop.train",
+            *overrides(run_dir, data_root, "trainer.checkpoint_every=2", *extra)]  # fmt: skip
     proc = train(args, module="torch.distributed.run")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def ddp_reference(tmp_path_factory, data_root):
+    """One uninterrupted run of 2 gloo processes."""
+    run_dir = tmp_path_factory.mktemp("ddp") / "ddp"
+    torchrun(run_dir, data_root)
+    return run_dir
+
+
+def test_ddp_two_processes_equal_one_process(data_root, reference, ddp_reference):
+    run_dir = ddp_reference
     one, two = read_csv(reference / "metrics.csv"), read_csv(run_dir / "metrics.csv")
     assert len(one) == len(two) == 2
     for a, b in zip(one, two):
@@ -147,6 +155,27 @@ def test_ddp_two_processes_equal_one_process(tmp_path, data_root, reference):
     assert (run_dir / "metrics.csv").read_text().count("\n") == 3
 
 
+@pytest.mark.slow
+def test_ddp_resume_inside_an_epoch_keeps_the_epoch_metrics(tmp_path, data_root, ddp_reference):
+    # 2 processes stop inside epoch 2 (step 4 of 8), then resume with 2 and with 1 process:
+    # the partial epoch sums of every rank are saved, so epoch 2's train metrics are right
+    cut = tmp_path / "cut"
+    torchrun(cut, data_root, "trainer.max_steps=12")
+    ckpt = load_checkpoint(cut / "last.pt")
+    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (2, 4) and len(ckpt["sums"]) == 2
+    one = tmp_path / "one"
+    shutil.copytree(cut, one)
+    torchrun(cut, data_root, "trainer.max_steps=null")  # 2 -> 2
+    proc = train(overrides(one, data_root, "trainer.checkpoint_every=2"))  # 2 -> 1
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ref = read_csv(ddp_reference / "metrics.csv")
+    assert comparable(cut) == comparable(ddp_reference)  # exact
+    assert_same_weights(ddp_reference, cut)
+    for a, b in zip(ref, read_csv(one / "metrics.csv")):
+        for key in ("train_loss", "train_count_bad_items"):
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-5), key
+
+
 def test_kill9_inside_an_epoch_then_resume_is_bitwise(tmp_path, data_root, reference):
     run_dir = tmp_path / "killed"
     args = overrides(run_dir, data_root, "trainer.checkpoint_every=2")
@@ -156,7 +185,7 @@ def test_kill9_inside_an_epoch_then_resume_is_bitwise(tmp_path, data_root, refer
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     ckpt = load_checkpoint(run_dir / "last.pt")
-    assert ckpt["epoch"] == 0 and ckpt["step_in_epoch"] in (4, 6)  # inside epoch 1
+    assert ckpt["epoch"] == 1 and ckpt["step_in_epoch"] in (4, 6)  # inside epoch 1
     done = train(args)
     assert done.returncode == 0, done.stderr
     assert "resuming at epoch 1, step" in done.stdout
@@ -178,7 +207,7 @@ def test_sigterm_checkpoints_exits_and_resume_is_bitwise(tmp_path, data_root, re
     assert proc.returncode == EXIT_PREEMPTED, out
     assert "SIGTERM" in out and "checkpoint written" in out
     ckpt = load_checkpoint(run_dir / "last.pt")
-    assert ckpt["epoch"] == 1 and ckpt["step_in_epoch"] == 3  # inside epoch 2, at the step
+    assert ckpt["epoch"] == 2 and ckpt["step_in_epoch"] == 3  # inside epoch 2, at the step
     status = json.loads((run_dir / "status.json").read_text())
     assert not status["finished"] and status["step_in_epoch"] == ckpt["step_in_epoch"]
     done = train(args)

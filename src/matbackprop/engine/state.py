@@ -7,9 +7,10 @@ stateful objects (in the spirit of DINO's ``restart_from_checkpoint(path, run_va
     saved = ckpt.load()                         # None when there is no last.pt
     state = ckpt.restore(saved)                 # loads model / optimizer / scaler in place
 
-``last.pt`` keeps ``epoch`` as the 0-based index of the epoch it was written in (an internal
-field; every file a user reads counts epochs from 1), ``step_in_epoch`` the steps done in it
-(``None``: the epoch is finished), one RNG state and one set of partial epoch sums per rank,
+``last.pt`` holds ``epoch``, the epoch it was written in counted from 1 as everywhere a user
+reads epochs (``format: 2``; files without ``format`` counted from 0 and are read as such),
+``step_in_epoch`` the steps done in it (``None``: the epoch is finished), one RNG state and one
+set of partial epoch sums per rank,
 so a resume with the same world size is exact, and one with another world size gives the same
 epoch means (:meth:`TrainState.sums_for`).
 """
@@ -26,6 +27,9 @@ import torch.nn as nn
 from matbackprop.engine import distributed as D
 from matbackprop.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from matbackprop.errors import DivergedError, RunFolderError
+
+
+CHECKPOINT_FORMAT = 2  # 2: last.pt's ``epoch`` counted from 1
 
 
 @dataclass
@@ -126,7 +130,9 @@ class Checkpointer:
         objects = {**self.stateful, **more}
         fields = {k: v for k, v in asdict(state).items() if k not in ("sums", "n_steps")}
         fields.pop("pending_note")
+        fields["epoch"] = state.epoch + 1  # counted from 1 in the file
         blob = {
+            "format": CHECKPOINT_FORMAT,
             **{name: obj.state_dict() for name, obj in objects.items()},
             **fields,
             "sums": partial,  # [(sums, n_steps)] per rank
@@ -158,7 +164,7 @@ class Checkpointer:
                 obj.load_state_dict(ckpt[name])
         state = TrainState(
             epochs=int(ckpt.get("epochs") or 0),
-            epoch=int(ckpt["epoch"]),
+            epoch=int(ckpt["epoch"]) - (1 if ckpt.get("format", 1) >= 2 else 0),
             step_in_epoch=ckpt.get("step_in_epoch"),
             global_step=int(ckpt["global_step"]),
             best=ckpt.get("best"),
