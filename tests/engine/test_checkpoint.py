@@ -142,3 +142,38 @@ def test_load_errors_are_checkpoint_errors(tmp_path):
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="holds a list, not a dict"):
         ck.load_checkpoint(tmp_path / "list.pt")
+
+
+def test_disk_full_keeps_the_old_checkpoint_and_is_a_user_error(tmp_path, monkeypatch):
+    import errno as errno_mod
+
+    from matbackprop.errors import RunFolderError
+
+    path = tmp_path / "last.pt"
+    ck.save_checkpoint({"epoch": 1}, path)
+    real_save = torch.save
+
+    def full(obj, fh, *a, **k):
+        real_save(obj, fh, *a, **k)
+        raise OSError(errno_mod.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(RunFolderError, match=r"disk is full[\s\S]*Nothing was lost.*output_root"):
+        ck.save_checkpoint({"epoch": 2}, path)
+    assert ck.load_checkpoint(path)["epoch"] == 1 and [p.name for p in tmp_path.iterdir()] == [
+        "last.pt"
+    ]  # no temp file left
+
+
+def test_read_only_folder_is_a_user_error_naming_it(tmp_path, monkeypatch):
+    import errno as errno_mod
+    import tempfile
+
+    from matbackprop.errors import RunFolderError
+
+    def read_only(*a, **k):  # as root, chmod does not stop writes: the file system's answer
+        raise OSError(errno_mod.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(RunFolderError, match=f"read-only.*{tmp_path}"):
+        ck.write_json_atomic({"a": 1}, tmp_path / "status.json")

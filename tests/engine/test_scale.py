@@ -253,3 +253,7 @@ def test_no_silent_cpu_fallback_on_real_data(tmp_path):
     assert proc.returncode == 2
     assert "CUDA is not available" in proc.stderr and "trainer.device=cpu" in proc.stderr
     assert "Traceback" not in proc.stderr
+    if torch.version.cuda is not None:  # a CUDA build on a machine without a visible GPU
+        assert "no GPU is visible" in proc.stderr and "install a CUDA build" not in proc.stderr
+    # the missing data is reported in the same message (one rerun, not two)
+    assert "Also, the data folder" in proc.stderr and "make data-coco" in proc.stderr

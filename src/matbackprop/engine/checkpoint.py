@@ -10,6 +10,7 @@ collide (each replace installs one complete file). Everything in it is a tensor 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import random
@@ -39,8 +40,11 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     ``mode`` is ``"wb"`` or ``"w"``. The parent folder is created if needed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    except OSError as err:
+        raise unwritable(path, err) from err
     try:
         with open(fd, mode) as fh:
             os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
@@ -48,11 +52,32 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+            raise unwritable(path, err) from err
         raise
     _fsync_dir(path.parent)
+
+
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def unwritable(path: Path, err: OSError) -> Exception:
+    """A write refused by the disk (full, quota, read-only, permissions) as a user error that
+    names the folder and the fix; what was at ``path`` is left as it was."""
+    from matbackprop.errors import RunFolderError
+
+    if err.errno not in DISK_ERRNOS:
+        return err
+    why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+           errno.EROFS: "the file system is read-only"}.get(err.errno, "permission denied")  # fmt: skip
+    return RunFolderError(
+        f"cannot write {path}: {why} ({err.strerror}). Nothing was lost: {path.name} is as it "
+        f"was. Free space in (or fix the permissions of) {path.parent}, or write elsewhere "
+        "with output_root=<folder>; then rerun the same command to continue."
+    )
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -85,7 +85,16 @@ def fit(cfg: DictConfig, make_task: Callable[[DictConfig], Task], run_dir: str |
     run_dir, cfg = Path(run_dir), schema.complete(cfg)
     schema.validate(cfg)  # every key's type and range, before any data is read
     real_data = cfg.get("data", {}).get("synthetic") is None
-    device = D.resolve_device(str(cfg.trainer.device), real_data=real_data)
+    try:
+        device = D.resolve_device(str(cfg.trainer.device), real_data=real_data)
+    except ConfigError as err:  # say what else is missing, so one rerun is not followed by another
+        root = Path(str(OmegaConf.select(cfg, "data.root", default="")))
+        if not real_data or root.is_dir():
+            raise
+        raise ConfigError(
+            f"{err}\nAlso, the data folder {root} (data.root) does not exist: run "
+            f"`make data-{cfg.task}` to download it, or set data.root=/path/to/it."
+        ) from err
     autocast_context(device, str(cfg.trainer.precision))  # validates precision for this device
     with RunLock(run_dir):  # one command per run folder (rank 0 holds it for all ranks)
         joined = D.init_distributed(device.type)
