@@ -41,6 +41,7 @@ from matbackprop.engine.checkpoint import (
 )
 from matbackprop.engine.records import append_metrics, save_config, truncate_metrics
 from matbackprop.engine.runlock import RunLock
+from matbackprop.engine.state import epochs_trained
 from matbackprop.engine.distributed import resolve_device
 from matbackprop.engine.records import split_metrics, write_media
 from matbackprop.engine.validate import validate_config
@@ -118,13 +119,6 @@ def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     shown = ", ".join(f"{k}={v:.4g}" for k, v in scalars.items() if isinstance(v, float))
     print(f"[evaluate] {out_dir}: {shown}")
     return row
-
-
-def epochs_trained(ckpt: dict[str, Any]) -> int:
-    """Epochs a checkpoint's weights were trained for: ``best.pt``'s ``epoch``; ``last.pt``'s
-    ``epoch`` is the one it was written in, finished or not (``step_in_epoch``)."""
-    epoch = int(ckpt.get("epoch", 0)) + (0 if ckpt.get("format", 2) >= 2 else 1)
-    return epoch - (0 if ckpt.get("step_in_epoch") is None else 1)
 
 
 def _load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: Path) -> None:
