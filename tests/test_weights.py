@@ -15,16 +15,16 @@ def _net(width: int = 3) -> nn.Module:
 
 
 def _run(tmp_path, best=True, last=True):
-    """A run folder in the trainer's formats: best.pt epoch 2 (from 1), last.pt epoch index 2."""
+    """A run folder in the trainer's formats: best.pt and last.pt (format 2) of epoch 3."""
     run = tmp_path / "run"
     run.mkdir()
     if best:
         save_checkpoint(
-            {"model": _net().state_dict(), "epoch": 2, "val_error": 10.0}, run / "best.pt"
+            {"model": _net().state_dict(), "epoch": 3, "val_error": 10.0}, run / "best.pt"
         )
     if last:
-        state = {"model": _net().state_dict(), "optimizer": {}, "epoch": 2, "step_in_epoch": None}
-        save_checkpoint(state, run / "last.pt")
+        state = {"model": _net().state_dict(), "optimizer": {}, "epoch": 3, "step_in_epoch": None}
+        save_checkpoint({**state, "format": 2}, run / "last.pt")
     return run
 
 
@@ -52,12 +52,18 @@ def test_names_relative_to_a_run_folder_are_exact(tmp_path):
 def test_epochs_counted_from_1_for_both_formats(tmp_path):
     run = _run(tmp_path)
     best = load_model_weights(_net(), run)
-    assert best["which"] == "best" and best["epoch"] == 2 and best["path"] == run / "best.pt"
+    assert best["which"] == "best" and best["epoch"] == 3 and best["path"] == run / "best.pt"
     last = load_model_weights(_net(), run / "last.pt")
-    assert last["which"] == "last" and last["epoch"] == 3  # index 2, finished = 3 epochs
-    mid = {"model": _net().state_dict(), "epoch": 2, "step_in_epoch": 5}
-    save_checkpoint(mid, run / "mid.pt")
-    assert load_model_weights(_net(), run / "mid.pt")["epoch"] == 2  # inside epoch 3: 2 done
+    assert last["which"] == "last" and last["epoch"] == 3
+    cases = {  # name: (epoch, step_in_epoch, format 2?) -> epochs the weights were trained for
+        "mid.pt": (3, 5, True, 2),  # inside epoch 3: 2 done
+        "old.pt": (2, None, False, 3),  # before format 2: 0-based index 2, finished
+        "old_mid.pt": (2, 5, False, 2),
+    }
+    for name, (epoch, step, fmt2, want) in cases.items():
+        state = {"model": _net().state_dict(), "epoch": epoch, "step_in_epoch": step}
+        save_checkpoint({**state, **({"format": 2} if fmt2 else {})}, run / name)
+        assert load_model_weights(_net(), run / name)["epoch"] == want, name
 
 
 def test_weights_are_loaded(tmp_path):
