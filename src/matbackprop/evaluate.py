@@ -35,18 +35,22 @@ from omegaconf import DictConfig, OmegaConf
 from matbackprop.cli import run_cli
 from matbackprop.engine.checkpoint import (
     MissingCheckpointError,
-    load_checkpoint,
     seed_everything,
     write_json_atomic,
 )
-from matbackprop.engine.records import append_metrics, save_config, truncate_metrics
-from matbackprop.engine.runlock import RunLock
-from matbackprop.engine.state import epochs_trained
 from matbackprop.engine.distributed import resolve_device
-from matbackprop.engine.records import split_metrics, write_media
+from matbackprop.engine.records import (
+    append_metrics,
+    save_config,
+    split_metrics,
+    truncate_metrics,
+    write_media,
+)
+from matbackprop.engine.runlock import RunLock
 from matbackprop.engine.validate import validate_config
-from matbackprop.errors import CheckpointError, RunFolderError
+from matbackprop.errors import RunFolderError
 from matbackprop.tasks import task_factory
+from matbackprop.weights import NAMES, eval_folder_name, load_model_weights, resolve_checkpoint
 
 TRAINING_FILES = ("last.pt", "best.pt", "status.json")  # a folder with any of these was trained
 
@@ -80,10 +84,11 @@ def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             )
         out_dir, task_cfg = run_dir, cfg
     else:
-        out_dir = run_dir / "eval" / which
+        # best|last: this run's own; else a .pt file or run folder -> eval/<stem>-<path hash>/
+        ckpt_path = run_dir / f"{which}.pt" if which in NAMES else resolve_checkpoint(which)
+        out_dir = run_dir / "eval" / (which if which in NAMES else eval_folder_name(ckpt_path))
         task_cfg = cfg.copy()  # the task writes its own outputs (segs/, overlays/) to run_dir
         task_cfg.run_dir = str(out_dir)
-    ckpt_path = run_dir / f"{which}.pt"
     if which != "none" and not ckpt_path.is_file():
         raise MissingCheckpointError(
             f"checkpoint not found: {ckpt_path} (eval.checkpoint={which}). Train this run first "
@@ -99,9 +104,7 @@ def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     model = task.build_model()
     epoch = 0  # epochs the scored weights were trained for (counted from 1; 0: untrained)
     if which != "none":
-        ckpt = load_checkpoint(ckpt_path)
-        _load_weights(model, ckpt, ckpt_path)
-        epoch = epochs_trained(ckpt)
+        epoch = load_model_weights(model, ckpt_path)["epoch"]  # epochs trained, from 1
     model = model.to(resolve_device(str(cfg.trainer.get("device", "auto")))).eval()
     with torch.no_grad():
         scalars, media = split_metrics(task.evaluate(model, max(epoch - 1, 0)))
@@ -115,25 +118,11 @@ def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         for csv_path in (out_dir / "tables").glob("*_by_epoch.csv"):
             csv_path.unlink()
     write_media(out_dir, media, epoch)
-    write_json_atomic({"checkpoint": which, **row}, out_dir / "eval.json")
+    source = which if which in ("none", *NAMES) else str(ckpt_path)  # the file a path resolved to
+    write_json_atomic({"checkpoint": source, **row}, out_dir / "eval.json")
     shown = ", ".join(f"{k}={v:.4g}" for k, v in scalars.items() if isinstance(v, float))
     print(f"[evaluate] {out_dir}: {shown}")
     return row
-
-
-def _load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: Path) -> None:
-    """``model.load_state_dict(ckpt["model"])``, a mismatch reported as a CheckpointError."""
-    if not isinstance(ckpt.get("model"), dict):
-        raise CheckpointError(f"checkpoint {path} holds no model weights (key 'model' missing)")
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as err:  # missing / unexpected keys, shape mismatch
-        first = str(err).strip().splitlines()
-        raise CheckpointError(
-            f"checkpoint {path} does not fit the configured model: "
-            f"{' '.join(s.strip() for s in first[:3])[:500]} ... Evaluate with the overrides the "
-            f"run was trained with (see {path.parent / 'config.yaml'})."
-        ) from err
 
 
 # Hydra itself writes nothing into the run folder (its .hydra/ and evaluate.log would replace a

@@ -98,14 +98,6 @@ class TrainState:
         return out, int(saved[0][1]) * world
 
 
-def epochs_trained(ckpt: dict[str, Any]) -> int:
-    """Epochs a checkpoint's weights were trained for: ``best.pt``'s ``epoch``; ``last.pt``'s
-    ``epoch`` is the one it was written in, finished or not (``step_in_epoch``)."""
-    old_last = "step_in_epoch" in ckpt and "format" not in ckpt  # last.pt counted from 0
-    epoch = int(ckpt.get("epoch", 0)) + (1 if old_last else 0)
-    return epoch - (0 if ckpt.get("step_in_epoch") is None else 1)
-
-
 def weights_finite(module: nn.Module) -> bool:
     flags = [torch.isfinite(t).all() for t in module.state_dict().values() if t.is_floating_point()]
     return bool(torch.stack(flags).all()) if flags else True

@@ -82,6 +82,13 @@ def text(v: Any) -> str | None:
     return None if isinstance(v, str) and v.strip() else "a non-empty string"
 
 
+def checkpoint_source(v: Any) -> str | None:
+    """``eval.checkpoint``: a name, or a path (with a ``/`` or ending in ``.pt``; a bare word
+    like ``bset`` is a typo, not a folder), checked for existence when loaded."""
+    ok = v in ("none", "best", "last") or (isinstance(v, str) and ("/" in v or v.endswith(".pt")))
+    return None if ok else "one of none | best | last, or a .pt file or run folder (with a /)"
+
+
 def optional(check: Check) -> Check:
     def opt(v: Any) -> str | None:
         if v is None:
@@ -188,7 +195,7 @@ RULES: dict[str, Check] = {
     "logger.name": choice("wandb", "none"),
     "logger.mode": choice("offline", "online", "disabled"),
     # eval (the eval: blocks of conf/coco.yaml, conf/bsds.yaml)
-    "eval.checkpoint": choice("none", "best", "last"),
+    "eval.checkpoint": checkpoint_source,
     "eval.eig_samples": integer(0),
     "eval.ks": int_list(1),
     "eval.min_size": integer(0),
