@@ -223,3 +223,24 @@ def test_a_resume_never_switches_the_loader_silently(tmp_path, monkeypatch):
         run(run_dir)
     monkeypatch.setattr(FakeTask, "loader_kind", "on-the-fly")
     assert run(run_dir).epochs_done == 3
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, reference):
+    from omegaconf import OmegaConf
+
+    from matbackprop.errors import CheckpointError
+
+    cfg = fake_cfg(tmp_path / "b", epochs=1)
+    cfg.optim.lr, cfg.optim.momentum = 1e-12, 0.0  # (lr must be > 0): the weights barely move
+    OmegaConf.update(cfg, "model.init_from", str(reference), force_add=True)  # its best.pt
+    fit(cfg, lambda c: FakeTask(c), tmp_path / "b")
+    best = load_checkpoint(reference / "best.pt")["model"]
+    for k, v in weights(tmp_path / "b").items():
+        assert torch.allclose(v, best[k], atol=1e-8), k
+    status = json.loads((tmp_path / "b" / "status.json").read_text())
+    assert status["init_from"]["path"] == str(reference / "best.pt")
+    bad = tmp_path / "bad.pt"
+    torch.save({"model": {"0.weight": torch.zeros(3, 3)}}, bad)
+    OmegaConf.update(cfg, "model.init_from", str(bad))
+    with pytest.raises(CheckpointError, match=r"bad.pt.*0.weight"):
+        fit(cfg, lambda c: FakeTask(c), tmp_path / "c")

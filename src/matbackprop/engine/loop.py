@@ -136,6 +136,7 @@ def build(cfg: DictConfig, make_task, run_dir: Path, device: torch.device) -> Lo
     ckpt = Checkpointer(run_dir / "last.pt", fingerprint, model=module, optimizer=optimizer,
                         scaler=step.scaler)  # fmt: skip
     saved = ckpt.load()
+    init = init_weights(cfg, module) if saved is None else None
     state, rng_by_rank = TrainState(epochs=int(t.epochs)), None
     scheduler = build_scheduler(optimizer, cfg.optim, int(t.epochs))
     if saved is not None:
@@ -165,6 +166,8 @@ def build(cfg: DictConfig, make_task, run_dir: Path, device: torch.device) -> Lo
             where = f"epoch {state.epoch + 1}, step {at}" if at else f"the start of epoch {state.epoch + 1}"
             print(f"[train] {run_dir}: resuming at {where} (global step {state.global_step})")
     records = RunRecords(run_dir, D.is_main())
+    if init is not None:
+        records.status["init_from"] = init
     records.keep_epochs(state.epoch)  # rows of epochs about to be redone are dropped
     state.wandb_id = D.broadcast_object(state.wandb_id or _new_wandb_id())
     plain = OmegaConf.to_container(cfg, resolve=True)
@@ -173,6 +176,21 @@ def build(cfg: DictConfig, make_task, run_dir: Path, device: torch.device) -> Lo
     policy = StopPolicy(t.checkpoint_every, t.max_steps)
     return Loop(cfg, task, run_dir, device, module, model, optimizer, scheduler, step, ckpt,
                 state, records, policy, logger, rng_by_rank)  # fmt: skip
+
+
+def init_weights(cfg: DictConfig, module: nn.Module) -> dict[str, Any] | None:
+    """``model.init_from`` (a run folder or ``.pt``): a new run starts from those weights
+    (strict about keys and shapes); returns what was loaded (-> ``status.json``)."""
+    source = OmegaConf.select(cfg, "model.init_from", default=None)
+    if not source:
+        return None
+    from matbackprop.weights import load_model_weights
+
+    info = load_model_weights(module, str(source))
+    info = {k: (str(v) if isinstance(v, Path) else v) for k, v in info.items()}
+    if D.is_main():
+        print(f"[train] weights initialised from {info['path']} (trained {info['epoch']} epochs)")
+    return info
 
 
 def train(L: Loop) -> FitResult:
@@ -186,7 +204,7 @@ def train(L: Loop) -> FitResult:
         print(f"[train] {L.run_dir}: {runtime['device']} x {runtime['world_size']} process(es)"
               f"{gpus}, precision {runtime['precision']}, torch {runtime['torch']} (CUDA "
               f"{runtime['cuda']})", flush=True)  # fmt: skip
-        print(f"[train] data: {task.data_stats}")
+        print(f"[train] data: { {k: v for k, v in task.data_stats.items() if k != 'class_names'} }")
     records.status.update(runtime=runtime, data=task.data_stats, monitor=task.monitor,
                           epochs_total=epochs, fingerprint=L.checkpoint.fingerprint)  # fmt: skip
     write_status(L, finished=False, epochs_done=start)

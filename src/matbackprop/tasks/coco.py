@@ -169,7 +169,8 @@ class CocoTask(Task):
             raise DataError(
                 f"no usable regions in {root} (train {len(self.train_set)}, val {len(self.val_set)})"
             )
-        self.data_stats = {"train": self.train_set.stats, "val": self.val_set.stats}
+        self.data_stats = {"train": self.train_set.stats, "val": self.val_set.stats,
+                           "class_names": list(self.train_set.class_names)}  # fmt: skip
         self._init_grid()
         self.num_classes = self.train_set.num_classes
         self.class_names = list(self.train_set.class_names)
