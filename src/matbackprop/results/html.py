@@ -23,7 +23,14 @@ from typing import Any
 from matbackprop.results.panels import VIEWS, Panel
 from matbackprop.results.paper import TABLES
 from matbackprop.results.provenance import count, epochs_done, num, provenance, row_name
-from matbackprop.results.tables import DEMO_TITLE, demos_of, has_paper_values, runs_of
+from matbackprop.results.tables import (
+    DEMO_TITLE,
+    build_demo_table,
+    build_table,
+    demos_of,
+    has_paper_values,
+    runs_of,
+)
 
 
 def _plt():
@@ -49,48 +56,69 @@ def _png(fig) -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
-def _finish(ax, title: str, xlabel: str, log_y: bool = False) -> None:
+def _finish(ax, title: str, xlabel: str, log_y: bool = False, xspan=None) -> None:
+    """Title, labels, integer x ticks (epochs, steps, k), legend; ``xspan``: (first, last)
+    x the axis must show (e.g. epochs 1..N of a run evaluated once)."""
     from matplotlib.ticker import MaxNLocator
 
     ax.set(xlabel=xlabel, title=title, yscale="log" if log_y else "linear")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs / steps / k are integers
+    ax.margins(x=0.12, y=0.12)  # room for a single point's value
+    if xspan:
+        lo, hi = ax.get_xlim()
+        ax.set_xlim(min(lo, xspan[0] - 0.5), max(hi, xspan[1] + 0.5))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.figure.tight_layout()
 
 
-def _plot(ax, pts: list[tuple[float, float]], label: str, **kw):
+def _plot(ax, pts: list[tuple[float, float]], label: str, marker: str = "o", **kw):
     """A line; a single point is a marker with its value written next to it."""
-    (drawn,) = ax.plot(*zip(*pts), marker="o", ms=3 if len(pts) > 1 else 6, label=label, **kw)
+    ms = 3 if len(pts) > 1 else 6
+    (drawn,) = ax.plot(*zip(*pts), marker=marker, ms=ms, label=label, **kw)
     if len(pts) == 1:
         x, y = pts[0]
         ax.annotate(f"{y:.4g}", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
     return drawn
 
 
+STYLES = ("-", "--", ":", "-.")  # one line style and marker per key of a multi-key chart
+MARKERS = ("o", "s", "^", "D")
+
+
 def curve_panel(title: str, keys, log_y: bool, runs: list[dict[str, Any]], paper=None) -> str:
-    """One chart: ``keys`` (metrics.csv columns) of every run against epoch; ``paper``: the
-    table spec, for a dashed reference line at each run's paper number. Empty string when no
-    run has the keys."""
+    """One chart: ``keys`` (metrics.csv columns) of every run against epoch, one colour per
+    run (a line style per key); ``paper``: the table spec, for a dashed reference line at each
+    run's paper number. An evaluation-only run (no training) is a dotted horizontal line at its
+    score. Empty string when no run has the keys."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    drawn = 0
+    drawn, colours = 0, iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10)
+    span = [(1, int(num(r["epochs_total"]))) for r in runs if num(r["epochs_total"]) > 0]
     for run in runs:
-        for key in keys:
+        colour = next(colours)
+        for j, key in enumerate(keys):
             pts = [(int(r["epoch"]), num(r.get(key))) for r in run["rows"]]
             pts = [(e, v) for e, v in pts if not math.isnan(v) and (v > 0 or not log_y)]
             if not pts:
                 continue
             label = row_name(run) + (f" {key}" if len(keys) > 1 else "")
-            line = _plot(ax, pts, label)
+            if not run["epochs_total"]:  # not trained: its score as a baseline
+                v = pts[-1][1]
+                ls = (":", "-.")[j % 2]
+                ax.axhline(v, ls=ls, lw=1.5, color=colour, label=f"{label} (untrained) {v:.4g}")
+            else:
+                style = {"ls": STYLES[j % len(STYLES)], "marker": MARKERS[j % len(MARKERS)]}
+                _plot(ax, pts, label, color=colour, **style)
             drawn += 1
             ref = ((paper or {}).get("rows", {}).get(row_name(run)) or {}).get(key)
             if ref is not None:
-                ax.axhline(ref, ls="--", lw=1, color=line.get_color(), label=f"paper {ref}")
+                ax.axhline(ref, ls="--", lw=1, color=colour, label=f"paper {row_name(run)} {ref}")
     if not drawn:
         plt.close(fig)
         return ""
-    _finish(ax, title, "epoch", log_y)
+    xspan = (min(a for a, _ in span), max(b for _, b in span)) if span else None
+    _finish(ax, title, "epoch", log_y, xspan)
     return f'<div class="panel">{_png(fig)}</div>'
 
 
@@ -147,7 +175,7 @@ def html_table(rows: list[dict[str, Any]], digits: int = 3, ints: bool = True) -
             return "—"
         if ints and x == int(x) and abs(x) < 1e6:
             return str(int(x))  # counts, k, epochs
-        return f"{x:.{digits}g}" if abs(x) < 1e-3 else f"{x:.{digits}f}"
+        return f"{x:.{digits}g}" if 0 < abs(x) < 1e-3 else f"{x:.{digits}f}"
 
     head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
     body = "".join(
@@ -175,6 +203,23 @@ def results_rows(table_id: str, spec: dict[str, Any], runs: list[dict[str, Any]]
                 rec[f"ours best {label}"] = best if vals else blank
             rec["epochs"] = epochs_done(run) if run else "not run"
             out.append(rec)
+    return out
+
+
+def reported_rows(spec: dict[str, Any], records: list[dict], paper: bool) -> list[dict]:
+    """The records of ``make tables`` (what ``<table>.md`` reports) as HTML table rows."""
+    out = []
+    for rec in records:
+        row: dict[str, Any] = {("row" if paper else "run"): rec["row"]}
+        if "protocol" in rec:
+            row["protocol"] = rec["protocol"]
+        for key, (label, _) in spec["metrics"].items():
+            if paper and has_paper_values(spec):
+                row[f"paper {label}"] = rec[f"paper_{key}"]
+            row[f"ours {label}"] = rec[f"ours_{key}"] if rec["run"] else ""
+        row["checkpoint"] = rec["checkpoint"]
+        row["epochs"] = rec["epochs"] or "not run"
+        out.append(row)
     return out
 
 
@@ -225,10 +270,10 @@ def confusion_panel(rows: list[list[Any]], where: str) -> str:
         for i, row in enumerate(m):
             for j, v in enumerate(row):
                 ax.text(j, i, count(v), ha="center", va="center", fontsize=7)
-    ax.set(xlabel="predicted", ylabel="actual", title=f"confusion matrix ({where})")
+    ax.set(xlabel="predicted", ylabel="actual", title="confusion matrix (last evaluation)")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    return f'<div class="panel">{_png(fig)}</div>'
+    return f'<div class="panel">{_png(fig)}<br><span class="gap">from {html.escape(where)}</span></div>'
 
 
 def run_details(table_id: str, run: dict[str, Any], history: list) -> str:
@@ -243,16 +288,17 @@ def run_details(table_id: str, run: dict[str, Any], history: list) -> str:
                     parts.append("".join(by_epoch_panel(path, x, y, line) for y in ys))
             path = run["dir"] / "tables" / f"{p.name}.csv"
             if path.is_file():
+                table = html_table(_read_csv(path))
                 parts.append(
-                    f"<h4>{p.name} (last evaluated epoch)</h4>" + html_table(_read_csv(path))
+                    f"<div class='panel'><h4>{p.name} (last evaluated epoch)</h4>{table}</div>"
                 )
         elif p.kind == "confusion":
             found = confusion(run["dir"], history)
             parts.append(
                 confusion_panel(*found)
                 if found
-                else "<p class='gap'>confusion matrix: not recorded in this run folder (only "
-                "logged to W&B, and this run did not log to W&B: <code>logger=wandb</code>)</p>"
+                else "<p class='gap'>confusion matrix: not in this run folder (the trainer "
+                "logs it to W&amp;B only; train with <code>logger=wandb</code> to see it here)</p>"
             )
         elif p.kind == "media":
             overlays = sorted((run["dir"] / p.name).glob("epoch*.png"))
@@ -271,7 +317,7 @@ def run_details(table_id: str, run: dict[str, Any], history: list) -> str:
 
 STYLE = (
     "body{font-family:sans-serif;margin:1.5em;max-width:1400px}"
-    ".panel{display:inline-block;margin:4px}img.wide{max-width:100%}"
+    ".panel{display:inline-block;margin:4px;vertical-align:top}img.wide{max-width:100%}"
     "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
     "font-size:13px;text-align:right}th{background:#f3f3f3}details{margin:1em 0}"
     "code{background:#f3f3f3;padding:0 3px}.gap{color:#777;font-size:13px}"
@@ -302,10 +348,10 @@ def _curves(table_id: str, runs: list[dict[str, Any]], history: dict) -> str:
             else:
                 chart = curve_panel(p.title, p.keys, p.log_y, runs, spec if p.paper_ref else None)
             charts.append(chart)
-        if any(charts) or gaps:
+        if runs and (any(charts) or gaps):
             note = (
                 f"<p class='gap'>not recorded in these run folders: {html.escape(', '.join(gaps))}"
-                " (logged every <code>trainer.log_every</code> steps to W&B only; train with "
+                " (logged every <code>trainer.log_every</code> steps to W&amp;B only; train with "
                 "<code>logger=wandb</code> to get them here)</p>"
                 if gaps
                 else ""
@@ -319,9 +365,18 @@ def _block(table_id: str, spec: dict, runs: list[dict], paper: bool) -> tuple[st
     history = {r["dir"]: offline_history(r["dir"]) for r in runs}
     if paper:
         rows = results_rows(table_id, spec, runs)
-    else:  # demos: one row per run, no paper rows
-        rows = [r for r in results_rows(table_id, {**spec, "rows": {}}, runs)]
-    table = html_table(rows, spec.get("digits", 1), ints=False)
+    else:  # demos: one row per run (named by its folder), no paper rows
+        rows = [
+            {"run": r.pop("row"), **r} for r in results_rows(table_id, {**spec, "rows": {}}, runs)
+        ]
+    digits = spec.get("digits", 1)
+    over_epochs = html_table(rows, digits, ints=False)
+    records = build_table(table_id, spec, runs) if paper else build_demo_table(table_id, spec, runs)
+    table = (
+        f"{html_table(reported_rows(spec, records, paper), digits, ints=False)}"
+        "<h3>Over epochs (the per-epoch evaluations of metrics.csv: last and best)</h3>"
+        f"{over_epochs}"
+    )
     details = "".join(run_details(table_id, r, history[r["dir"]]) for r in runs)
     return table, _curves(table_id, runs, history), details
 
