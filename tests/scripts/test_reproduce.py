@@ -102,3 +102,28 @@ def test_a_misspelled_override_is_exit_2_naming_it(tmp_path, capsys):
     assert call_cli(reproduce.main, argv) == 2
     err = capsys.readouterr().err
     assert "optim.lrr" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_dry_run_with_data_counts_the_images_and_exits_0(tmp_path, capsys):
+    from matbackprop.data.synthetic_bsds import make_synthetic_bsds
+
+    root = make_synthetic_bsds(tmp_path / "bsds", n_train=5, n_val=3, n_test=4)
+    argv = ["bsds", "--dry-run", "--data-root", str(root), "--output-root", str(tmp_path / "o")]
+    assert reproduce.main(argv) == 0
+    text = capsys.readouterr().out
+    # BSDS500 trains on train+val (8) minus 1 held out; BSDS300 on train (5) minus 1; batch 1
+    assert "7 steps/epoch x 30 epochs = 210 steps (7 training items, counted)" in text
+    assert "4 steps/epoch x 30 epochs = 120 steps (4 training items, counted)" in text
+    assert "runs done" not in text
+
+
+def test_a_corrupt_status_json_is_exit_2_naming_it(tmp_path, capsys):
+    from matbackprop.cli import call_cli
+
+    run_dir = tmp_path / "bsds" / "table2_deepncut_alexnet"
+    run_dir.mkdir(parents=True)
+    (run_dir / "status.json").write_text("{not json")
+    argv = ["bsds", "--dry-run", "--data-root", str(tmp_path), "--output-root", str(tmp_path)]
+    assert call_cli(reproduce.main, argv) == 2
+    err = capsys.readouterr().err
+    assert str(run_dir / "status.json") in err and "Traceback" not in err
