@@ -165,6 +165,11 @@ def plan_rows(
     return plans
 
 
+def duration(seconds: float) -> str:
+    """``"2.5 h"`` / ``"14 min"``: a wall time as a planner reads it."""
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
 def plan_lines(plans: list[RowPlan]) -> list[str]:
     """The plan as printed by ``reproduce.py --dry-run``: one block per row, then the total."""
     lines = []
@@ -177,7 +182,7 @@ def plan_lines(plans: list[RowPlan]) -> list[str]:
         else:
             work = "no training (evaluation only)"
         if p.step_s is not None and p.total_steps:
-            work += f"; ~{p.total_steps * p.step_s / 3600:.1f} h at {p.step_s:.3g} s/step"
+            work += f"; ~{duration(p.total_steps * p.step_s)} at {p.step_s:.3g} s/step"
         lines += [
             f"[plan] {i}/{len(plans)} {p.name}: {p.state}",
             f"         run folder: {p.run_dir}",
