@@ -15,8 +15,8 @@ export WANDB_SILENT ?= true
 .DEFAULT_GOAL := help
 .PHONY: help install test lint bench demo data-coco data-bsds weights prepare-coco check-data reproduce-coco reproduce-bsds tables sync-wandb dashboards gpu-report clean
 
-help:  ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+help:  ## List the targets (colours only on a terminal)
+	@if [ -t 1 ]; then c='\033[36m'; r='\033[0m'; fi; grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -v c="$$c" -v r="$$r" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-16s%s %s\n", c, $$1, r, $$2}'
 
 install: $(STAMP)  ## Create .venv and install the project with dev tools (idempotent)
 

@@ -1,14 +1,12 @@
 """Shared test helpers."""
 
-import importlib.util
+import importlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_script(name: str):
-    """Import ``scripts/<name>.py`` as a module (scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Import ``scripts/<name>.py`` as the module ``scripts.<name>`` (the repository root is on
+    ``sys.path`` under pytest: ``tests`` is a package)."""
+    return importlib.import_module(f"scripts.{name}")

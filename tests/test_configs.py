@@ -6,18 +6,20 @@ import pytest
 from omegaconf import OmegaConf
 
 from matbackprop.engine.records import read_csv
+from matbackprop.results.paper import TABLES
 from matbackprop.train import CONFIG_DIR, run
 from tests.engine.coco_tiny import compose_coco, tiny_overrides
 
+ROW = TABLES["table1"]["experiments"]  # experiment -> paper row name (the one list)
 TABLE1 = {
-    "table1_alexnet": ("AlexNet", "alexnet", True),
-    "table1_alexnet_s": ("AlexNet(S)", "alexnet", False),
-    "table1_deepo2p": ("DeepO2P", "deepo2p", True),
-    "table1_deepo2p_s": ("DeepO2P(S)", "deepo2p", False),
-    "table1_deepo2p_fc": ("DeepO2P-FC", "deepo2p_fc", True),
-    "table1_deepo2p_fc_s": ("DeepO2P-FC(S)", "deepo2p_fc", False),
+    "table1_alexnet": (ROW["table1_alexnet"], "alexnet", True),
+    "table1_alexnet_s": (ROW["table1_alexnet_s"], "alexnet", False),
+    "table1_deepo2p": (ROW["table1_deepo2p"], "deepo2p", True),
+    "table1_deepo2p_s": (ROW["table1_deepo2p_s"], "deepo2p", False),
+    "table1_deepo2p_fc": (ROW["table1_deepo2p_fc"], "deepo2p_fc", True),
+    "table1_deepo2p_fc_s": (ROW["table1_deepo2p_fc_s"], "deepo2p_fc", False),
 }
-EXTRA = {"table1_deepo2p_bn": ("DeepO2P + descriptor BN (extra)", "deepo2p", True)}
+EXTRA = {"table1_deepo2p_bn": (ROW["table1_deepo2p_bn"], "deepo2p", True)}
 DEMOS = ("demo_coco_avgpool", "demo_coco_deepo2p")
 EXPERIMENTS = sorted([*TABLE1, *EXTRA, *DEMOS])
 

@@ -16,10 +16,11 @@ traceback; :mod:`matbackprop.cli`).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from matbackprop.cli import call_cli
 from matbackprop.errors import DataError
-from matbackprop.evaluation.covering import evaluate_dir
+from matbackprop.evaluation.covering import evaluate_dir, load_result_mat
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +52,7 @@ def _main(args: argparse.Namespace) -> int:
     except ValueError as e:  # covering.py checks its inputs with ValueError, naming the file
         raise DataError(str(e)) from e
     print(f"region benchmark, {res['n_images']} images -> {args.out}")
-    print(f"{'':10s} {'ODS':>8s} {'OIS':>8s} {'Best':>8s}  threshold(ODS)")
+    print(f"{'':10s} {'ODS':>8s} {'OIS':>8s} {'Best':>8s}  {_at_ods(args.segs_dir, args.kind)}")
     print(f"{'cover':10s} {res['cover_ods']:8.4f} {res['cover_ois']:8.4f} "
           f"{res['cover_best']:8.4f}  {res['cover_ods_t']:g}")  # fmt: skip
     print(f"{'PRI':10s} {res['pri_ods']:8.4f} {res['pri_ois']:8.4f} {'':8s}  {res['pri_ods_t']:g}")
@@ -59,6 +60,15 @@ def _main(args: argparse.Namespace) -> int:
         f"{'VI (bits)':10s} {res['vi_ods']:8.4f} {res['vi_ois']:8.4f} {'':8s}  {res['vi_ods_t']:g}"
     )
     return 0
+
+
+def _at_ods(segs_dir: str, kind: str) -> str:
+    """The last column's label: the ucm threshold at ODS, or for ``segs`` files the index
+    (1..K) of the segmentation chosen at ODS."""
+    if kind == "auto":
+        first = min(Path(segs_dir).glob("*.mat"))
+        kind = load_result_mat(first)[0]
+    return "segs index(ODS)" if kind == "segs" else "threshold(ODS)"
 
 
 if __name__ == "__main__":

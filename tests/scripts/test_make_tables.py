@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from tests.conftest import load_script
 
 from matbackprop.engine.records import read_csv, save_config, write_csv
+from matbackprop.results import tables
 from matbackprop.train import CONFIG_DIR
 
 
@@ -29,15 +29,14 @@ def _line(md: str, start: str) -> list[str]:
 
 def test_table1_reports_final_json_with_provenance(tmp_path, capsys):
     runs = tmp_path / "runs"
-    monitor = [{"epoch": 0, "val_error": 40.0}, {"epoch": 1, "val_error": 35.0}]
+    monitor = [{"epoch": 1, "val_error": 40.0}, {"epoch": 2, "val_error": 35.0}]  # 1-based
     final = {
-        "last": {"val_error": 33.25, "val_items": 291875, "epoch": 1},
-        "best": {"val_error": 31.75, "val_items": 291875, "epoch": 1},
+        "last": {"val_error": 33.25, "val_items": 291875, "epoch": 2},
+        "best": {"val_error": 31.75, "val_items": 291875, "epoch": 2},
     }
     _run(runs, "coco", "table1_deepo2p", monitor, final)
     _run(runs, "coco", "table1_alexnet", monitor)  # no final.json: the last monitor score
     _run(runs, "coco", "table1_deepo2p_bn", monitor, final)
-    tables = load_script("make_tables")
     assert tables.main(["--runs", str(runs), "--out", str(tmp_path / "t")]) == 0
     md = (tmp_path / "t" / "table1.md").read_text()
     assert md in capsys.readouterr().out  # `make tables` prints the table with its notes
@@ -72,10 +71,10 @@ def test_table1_reports_final_json_with_provenance(tmp_path, capsys):
 
 def test_table1_note_warns_when_rows_saw_different_regions(tmp_path):
     runs = tmp_path / "runs"
-    rows = [{"epoch": 0, "val_error": 40.0}]
+    rows = [{"epoch": 1, "val_error": 40.0}]
     _run(runs, "coco", "table1_deepo2p", rows)
     _run(runs, "coco", "table1_alexnet", rows, extra=["region=segment"])
-    load_script("make_tables").main(["--runs", str(runs), "--out", str(tmp_path / "t")])
+    tables.main(["--runs", str(runs), "--out", str(tmp_path / "t")])
     md = (tmp_path / "t" / "table1.md").read_text()
     assert "WARNING: the rows saw different region information (box, segment)" in md
     note = next(li for li in md.splitlines() if li.startswith("- **AlexNet**"))
@@ -86,13 +85,13 @@ def test_table2_both_protocols_all_columns(tmp_path):
     runs = tmp_path / "runs"
     keys = ["val_cover_ods", "val_cover_ois", "val_cover_best", "val_pri_ods", "val_vi_ods"]
     res = dict(zip(keys, [0.61, 0.66, 0.74, 0.82, 1.75]))
-    monitor = [{"epoch": e, **{k: 0.1 for k in keys}} for e in range(3)]
-    final = {"last": {**res, "val_images": 200, "epoch": 2}, "best": {**res, "epoch": 1}}
+    monitor = [{"epoch": e, **{k: 0.1 for k in keys}} for e in range(1, 4)]  # 1-based
+    final = {"last": {**res, "val_images": 200, "epoch": 3}, "best": {**res, "epoch": 2}}
     final["best"]["val_images"] = 200
     _run(runs, "bsds", "table2_deepncut_alexnet", monitor, final)
     f300 = {w: {**v, "val_images": 100} for w, v in final.items()}
     _run(runs, "bsds", "table2_bsds300_deepncut_alexnet", monitor, f300)
-    load_script("make_tables").main(["--runs", str(runs), "--out", str(tmp_path / "t")])
+    tables.main(["--runs", str(runs), "--out", str(tmp_path / "t")])
     md = (tmp_path / "t" / "table2.md").read_text()
     lines = [li for li in md.splitlines() if li.startswith("| DeepNCut, AlexNet relu5")]
     assert [_line(li, "|")[1] for li in lines] == ["BSDS500", "BSDS300"]

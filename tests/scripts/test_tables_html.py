@@ -1,13 +1,13 @@
-"""`make tables` also writes table1.html / table2.html: the W&B views' panels from the CSVs."""
+"""`make tables` also writes table1.html / table2.html: the panel spec's charts from the runs."""
 
 import base64
 import csv
 import re
 
-from tests.conftest import load_script
-
-tables = load_script("make_tables")
-tables_html = load_script("tables_html")
+from matbackprop.engine.records import find_runs
+from matbackprop.results import html as tables_html
+from matbackprop.results import tables
+from matbackprop.results.panels import panels
 
 
 def _csv(path):
@@ -28,25 +28,36 @@ def test_make_tables_writes_both_pages(table_runs, tmp_path):
     rows = _csv(table_runs / "coco" / "table1_deepo2p" / "metrics.csv")
     final = float(rows[-1]["val_error"])
     assert f"<td>DeepO2P</td><td>28.6</td><td>{final:.1f}</td>" in page1
-    # every Table 1 panel has data in a DeepO2P run: one PNG per panel, all real images
+    # every Table 1 line panel has data in a DeepO2P run logged to W&B offline (the per-step
+    # ones from its W&B files): one PNG per panel, + per-class error by epoch + confusion
     images = _images(page1)
-    assert len(images) == len(tables_html.PANELS["table1"]) + 1  # + per-class error by epoch
+    assert len(images) == len(panels("table1", kind="line")) + 1 + 1
     assert all(img.startswith(b"\x89PNG") for img in images)
+    assert "not recorded" not in page1  # per-step loss, lr per group and confusion all found
     # the selected run's per-class table, cell by cell from tables/per_class.csv
     for row in _csv(table_runs / "coco" / "table1_deepo2p" / "tables" / "per_class.csv"):
         assert f"<td>{row['class']}</td><td>{int(row['n'])}</td>" in page1
+    assert "<code>eval.monitor_items</code>" in page1 and "`" not in page1  # inline code
 
     # Table 2: the run's latest overlay PNG is embedded byte for byte, with the per-scale table
     run2 = table_runs / "bsds" / "table2_deepncut_alexnet"
     (overlay,) = sorted((run2 / "overlays").glob("epoch*.png"))[-1:]
     assert overlay.read_bytes() in _images(page2)
-    assert len(_images(page2)) == len(tables_html.PANELS["table2"]) + 3 + 1  # + by k, overlay
+    assert len(_images(page2)) == len(panels("table2", kind="line")) + 3 + 1  # + by k, overlay
     assert "cover ODS" in page2 and "<h4>per_scale" in page2
     ods = max(float(r["val_cover_ods"]) for r in _csv(run2 / "metrics.csv"))
     assert f"<td>{ods:.3f}</td>" in page2
+    assert "Paper values not recovered" in page2 and "<th>paper" not in page2
 
 
 def test_a_panel_without_data_is_left_out(table_runs):
-    runs = [r for r in tables.find_runs(table_runs) if r["cfg"]["paper"]["table"] == "table1"]
+    runs = [r for r in find_runs(table_runs) if r["cfg"]["paper"]["table"] == "table1"]
     assert tables_html.curve_panel("x", ["val_cover_ods"], False, runs) == ""
     assert tables_html.curve_panel("x", ["val_error"], False, runs).count("<img") == 1
+
+
+def test_inline_code_and_bold():
+    text = "scored on `best.pt` (**best** <epoch>)"
+    assert tables_html.inline(text) == (
+        "scored on <code>best.pt</code> (<b>best</b> &lt;epoch&gt;)"
+    )

@@ -3,11 +3,10 @@
 import json
 import re
 
-from tests.conftest import load_script
-
 from matbackprop.engine.logging import offline_runs, read_offline_run, run_metadata
-
-dash = load_script("wandb_dashboards")
+from matbackprop.results import wandb_views as dash
+from matbackprop.results.panels import VIEWS
+from matbackprop.results.paper import TABLES
 
 
 def logged(root) -> dict[str, dict[str, set[str]]]:
@@ -36,7 +35,7 @@ def unlogged(refs: dict[str, set[str]], keys: dict[str, set[str]], paper_keys: s
 
 def _paper_keys(group: str) -> set[str]:
     """Config keys the script adds to synced runs: paper.<metric> of the table's metrics."""
-    return {f"paper.{k}" for k in dash.paper_tables()[group]["metrics"]}
+    return {f"paper.{k}" for k in TABLES[group]["metrics"]}
 
 
 def test_dry_run_prints_every_view_and_panels_read_logged_keys(table_runs, capsys):
@@ -77,13 +76,13 @@ def test_views_cover_every_metric_family():
 
 
 def test_paper_numbers_match_the_tables_script():
-    md = dash._paper_markdown(dash.paper_tables()["table1"])
+    md = dash.paper_markdown(TABLES["table1"])
     assert "| DeepO2P | 28.6 |" in md and "| AlexNet(S) | 35.3 |" in md
 
 
 def test_group_of_each_row_is_its_table():
     cfg = {"paper": {"table": "table1", "row": "DeepO2P"}, "run_name": "x"}
-    assert run_metadata(cfg)["group"] in dash.VIEWS
+    assert run_metadata(cfg)["group"] in VIEWS
 
 
 def _dashboards(tmp_path, *args, **env):

@@ -32,6 +32,7 @@ from typing import Any
 
 from matbackprop.engine import distributed
 from matbackprop.errors import ConfigError
+from matbackprop.results.paper import DEMO, TABLE_IDS
 
 STEP_KEY = "global_step"  # optimizer steps so far; x-axis of train/* and lr/*
 EPOCH_KEY = "epoch"  # x-axis of epoch/*: epochs completed (metrics.csv's `epoch`, counted from 1)
@@ -98,7 +99,7 @@ def run_group(cfg: Mapping[str, Any]) -> str:
     if paper.get("table"):
         return str(paper["table"])
     name = str(cfg.get("run_name") or "")
-    for group in ("table1", "table2", "demo"):
+    for group in (*TABLE_IDS, DEMO):
         if name.startswith(group):
             return group
     return str(cfg.get("task") or "runs")

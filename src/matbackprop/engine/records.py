@@ -259,3 +259,62 @@ def fingerprint_diff(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[s
         for k in keys
         if saved.get(k, missing) != now.get(k, missing)
     ]
+
+
+def _read_run(folder: Path) -> dict[str, Any] | None:
+    """One run folder (``None`` when it has no metrics rows yet); RunFolderError names a
+    corrupt ``config.yaml`` / ``metrics.csv`` / ``final.json``."""
+    metrics_path, cfg_path, final_path = (
+        folder / "metrics.csv",
+        folder / "config.yaml",
+        folder / "final.json",
+    )
+    try:
+        rows = read_csv(metrics_path)
+    except (csv.Error, UnicodeDecodeError, ValueError) as err:
+        raise RunFolderError(f"corrupt {metrics_path}: {err}") from err
+    if not rows:
+        return None
+    bad = next((r for r in rows if not str(r.get("epoch") or "").lstrip("-").isdigit()), None)
+    if bad is not None:
+        raise RunFolderError(f"corrupt {metrics_path}: row without an integer 'epoch': {bad}")
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(cfg_path)) or {}
+    except Exception as err:  # noqa: BLE001 - yaml / omegaconf errors have no common base
+        raise RunFolderError(f"corrupt {cfg_path}: {type(err).__name__}: {err}") from err
+    if not isinstance(cfg, dict):
+        raise RunFolderError(f"corrupt {cfg_path}: not a mapping")
+    final = None
+    if final_path.is_file():
+        try:
+            final = json.loads(final_path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise RunFolderError(f"corrupt {final_path}: not valid JSON ({err})") from err
+        if not isinstance(final, dict):
+            raise RunFolderError(f"corrupt {final_path}: expected a JSON object")
+    epochs_total = (cfg.get("trainer") or {}).get("epochs")
+    return {"dir": folder, "cfg": cfg, "rows": rows, "epochs_total": epochs_total, "final": final}
+
+
+def find_runs(root: str | Path, on_corrupt=None) -> list[dict[str, Any]]:
+    """Every run folder under ``root`` (``config.yaml`` + a non-empty ``metrics.csv``), sorted:
+    ``{"dir", "cfg", "rows" (metrics.csv), "epochs_total", "final" (final.json or None)}``.
+
+    A corrupt folder raises RunFolderError, or, with ``on_corrupt(folder, message)``, is
+    reported through it and skipped (``make tables`` tables the rest).
+    """
+    runs = []
+    for cfg_path in sorted(Path(root).rglob("config.yaml")):
+        folder = cfg_path.parent
+        if ".hydra" in cfg_path.parts or not (folder / "metrics.csv").is_file():
+            continue
+        try:
+            run = _read_run(folder)
+        except RunFolderError as err:
+            if on_corrupt is None:
+                raise
+            on_corrupt(folder, str(err))
+            continue
+        if run is not None:
+            runs.append(run)
+    return runs
