@@ -177,7 +177,7 @@ def test_records_are_written_from_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(records, "read_status", count("status", real_status))
     monkeypatch.setattr(records, "read_csv", count("csv", real_csv))
     run(tmp_path / "run")
-    assert calls == {"status": 1, "csv": 1}  # once each, at the start: never read back
+    assert calls == {"status": 1, "csv": 2}  # metrics.csv, train_steps.csv: at the start only
 
 
 def test_stop_policy_decisions():

@@ -169,6 +169,7 @@ def build(cfg: DictConfig, make_task, run_dir: Path, device: torch.device) -> Lo
     if init is not None:
         records.status["init_from"] = init
     records.keep_epochs(state.epoch)  # rows of epochs about to be redone are dropped
+    records.keep_steps(state.global_step)
     state.wandb_id = D.broadcast_object(state.wandb_id or _new_wandb_id())
     plain = OmegaConf.to_container(cfg, resolve=True)
     logger = build_logger(cfg.get("logger") if D.is_main() else None, run_dir, plain,
@@ -298,8 +299,9 @@ def train_one_epoch(L: Loop, epoch: int, start_step: int) -> bool:
 def log_step(L: Loop, result) -> None:
     lrs = {f"lr/{g.get('name', j)}": g["lr"] for j, g in enumerate(L.optimizer.param_groups)}
     logs = {f"train/{key}": float(v) for key, v in result.logs.items()}
-    L.logger.log({"train/loss": result.loss, "train/grad_norm": result.grad_norm, **lrs, **logs},
-                 step=L.state.global_step)  # fmt: skip
+    values = {"train/loss": result.loss, "train/grad_norm": result.grad_norm, **lrs, **logs}
+    L.logger.log(values, step=L.state.global_step)
+    L.records.add_step({"global_step": L.state.global_step, "epoch": L.state.epoch + 1, **values})
 
 
 def checkpoint_inside_epoch(L: Loop, n_steps: int) -> None:

@@ -123,10 +123,19 @@ def split_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, float], dict[st
 
 
 def media_tables(media: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list[Any]]]]:
-    """The :class:`~matbackprop.engine.logging.Table` entries of ``media`` as (columns, rows)."""
-    from matbackprop.engine.logging import Table
+    """The :class:`~matbackprop.engine.logging.Table` entries of ``media`` as (columns, rows),
+    and each :class:`~matbackprop.engine.logging.Confusion` as counts (actual, predicted, n)."""
+    from collections import Counter
 
-    return {k: (list(v.columns), list(v.rows)) for k, v in media.items() if isinstance(v, Table)}
+    from matbackprop.engine.logging import Confusion, Table
+
+    out = {k: (list(v.columns), list(v.rows)) for k, v in media.items() if isinstance(v, Table)}
+    for k, v in media.items():
+        if isinstance(v, Confusion):
+            pairs = Counter(zip(v.y_true, v.y_pred))
+            rows = [[v.class_names[a], v.class_names[p], n] for (a, p), n in sorted(pairs.items())]
+            out[k] = (["actual", "predicted", "n"], rows)
+    return out
 
 
 def write_media(run_dir: Path, media: Mapping[str, Any], epoch: int, prefix: str = "") -> None:
@@ -143,14 +152,16 @@ def write_media(run_dir: Path, media: Mapping[str, Any], epoch: int, prefix: str
 
 class RunRecords:
     """A run folder's records, kept in memory and written from there (rank 0 only):
-    ``status.json``, ``metrics.csv`` (one row per epoch, ``epoch`` counted from 1) and
-    ``tables/*.csv``. What a resumed run had written is read once, at the start."""
+    ``status.json``, ``metrics.csv`` (one row per epoch, ``epoch`` counted from 1),
+    ``train_steps.csv`` (every ``trainer.log_every`` steps) and ``tables/*.csv``. What a resumed
+    run had written is read once, at the start."""
 
     def __init__(self, run_dir: str | Path, main: bool = True) -> None:
         self.run_dir, self.main = Path(run_dir), main
         self.status: dict[str, Any] = dict(read_status(self.run_dir) or {})
         self.rows: list[dict[str, Any]] = read_csv(self.run_dir / "metrics.csv")
         self.tables: dict[str, list[dict[str, Any]]] = {}
+        self.steps: list[dict[str, Any]] = []  # train_steps.csv (see keep_steps)
 
     def keep_epochs(self, done: int) -> None:
         """Drop the rows of epochs after the first ``done`` (about to be redone), in
@@ -171,6 +182,26 @@ class RunRecords:
         for r in self.rows:
             columns += [k for k in r if k not in columns]
         write_csv(self.run_dir / "metrics.csv", self.rows, columns)
+
+    def keep_steps(self, global_step: int) -> None:
+        """Drop the ``train_steps.csv`` rows after ``global_step`` (about to be redone)."""
+        path = self.run_dir / "train_steps.csv"
+        self.steps = [r for r in read_csv(path) if int(r["global_step"]) <= global_step]
+        if self.main and path.is_file():
+            self._write_steps()
+
+    def _write_steps(self) -> None:
+        columns: list[str] = []
+        for r in self.steps:
+            columns += [k for k in r if k not in columns]
+        write_csv(self.run_dir / "train_steps.csv", self.steps, columns)
+
+    def add_step(self, values: Mapping[str, Any]) -> None:
+        """One ``trainer.log_every`` row of ``train_steps.csv``: ``global_step``, the step's
+        loss, gradient norm, task logs and every parameter group's lr (as logged to W&B)."""
+        self.steps.append({k: _fmt(v) for k, v in values.items()})
+        if self.main:
+            self._write_steps()
 
     def add_row(self, row: Mapping[str, Any]) -> None:
         """Append one epoch's row; new keys widen the header (old rows get blanks)."""

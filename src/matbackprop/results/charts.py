@@ -104,7 +104,9 @@ def curve_panel(title: str, keys, log_y: bool, runs: list[dict[str, Any]], paper
 
 
 def offline_history(run_dir: Path) -> list[tuple[Path, list[dict[str, Any]]]]:
-    """The W&B offline runs inside a run folder: (folder, history rows), oldest first."""
+    """The per-step history of a run folder: its W&B offline runs (folder, history rows),
+    oldest first, else the trainer's own ``train_steps.csv`` (the same keys: ``global_step``,
+    ``train/loss``, ``lr/<group>``, ...), which every run writes, W&B or not."""
     from matbackprop.engine.logging import offline_runs, read_offline_run
 
     out = []
@@ -114,6 +116,10 @@ def offline_history(run_dir: Path) -> list[tuple[Path, list[dict[str, Any]]]]:
                 out.append((folder, read_offline_run(folder)["history"]))
             except (OSError, ValueError) as err:
                 print(f"[tables] warning: cannot read W&B offline run {folder}: {err}")
+    steps = run_dir / "train_steps.csv"
+    if not any(rows for _, rows in out) and steps.is_file():
+        rows = [{k: num(v) for k, v in r.items() if v not in ("", None)} for r in read_csv(steps)]
+        out = [(run_dir, rows)]
     return out
 
 
