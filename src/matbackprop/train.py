@@ -27,20 +27,25 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig
 
 from matbackprop.cli import run_cli, run_overrides
 from matbackprop.engine.sweep import in_multirun, name_sweep_job
-from matbackprop.engine.trainer import FitResult, fit
-from matbackprop.tasks import task_factory
+
+if TYPE_CHECKING:
+    from matbackprop.engine.trainer import FitResult
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def run(cfg: DictConfig) -> FitResult:
     """Train as configured (no Hydra needed: tests call this on a composed config)."""
+    from matbackprop.engine.trainer import fit  # imported here: config errors exit at once
+    from matbackprop.tasks import task_factory
+
     return fit(cfg, task_factory(cfg.task), Path(cfg.run_dir))
 
 

@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -115,6 +114,8 @@ def device(v: Any) -> str | None:
     if not isinstance(v, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
         return want
     if v.startswith("cuda"):
+        import torch  # here: the entry points check a command line without loading torch
+
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(v.split(":")[1]) if ":" in v else 0
         if index >= n:
