@@ -136,6 +136,8 @@ def test_complete_fills_the_defaults_of_the_groups_present():
     assert coco.model.dropout == 0.0 and "use_mask" not in coco.model
     composed = _compose(["experiment=table1_deepo2p_fc"])
     assert _flat(complete(composed)) == _flat(composed)  # shipped configs are complete
+    deleted = complete(_compose(["~trainer.seed", "~model.pool_eps"]))  # struct configs too
+    assert deleted.model.pool_eps == 1e-3 and deleted.trainer.seed == 0
 
 
 def test_other_tasks_group_is_refused():
@@ -206,3 +208,28 @@ def test_entry_point_names_single_runs(tmp_path):
     assert run_overrides(CONFIG_DIR, ["-m", *base, "optim.lr=0.1,0.2"]) == []  # sweep.py names
     with pytest.raises(ConfigError, match="optim.lr='abc'"):
         run_overrides(CONFIG_DIR, [*base, "optim.lr=abc"])
+
+
+@pytest.mark.parametrize(
+    "swept, name",
+    [
+        ({"optim.lr"}, "table1_deepo2p/optim.lr=0.01"),
+        ({"optim.lr", "trainer.workers", "experiment"}, "table1_deepo2p/optim.lr=0.01"),
+        ({"experiment"}, "table1_deepo2p"),  # the rows are named already
+        ({"optim.lr", "run_name"}, "table1_deepo2p"),
+        ({"trainer.channels_last"}, "table1_deepo2p/trainer.channels_last=true"),  # own folders
+    ],
+)
+def test_sweep_job_names_come_from_the_schema(monkeypatch, swept, name):
+    from types import SimpleNamespace
+
+    from matbackprop.engine import sweep
+
+    task = ["experiment=table1_deepo2p", "optim.lr=0.01", "trainer.workers=0"]
+    task += ["trainer.channels_last=true", "data.root=/d"]
+    hc = SimpleNamespace(sweep=SimpleNamespace(dir="unused"), overrides=SimpleNamespace(task=task))
+    monkeypatch.setattr(sweep, "in_multirun", lambda: True)
+    monkeypatch.setattr(sweep.HydraConfig, "get", staticmethod(lambda: hc))
+    monkeypatch.setattr(sweep, "swept_keys", lambda _: swept)
+    cfg = _compose(["experiment=table1_deepo2p"])
+    assert sweep.name_sweep_job(cfg).run_name == name
