@@ -45,8 +45,8 @@ from matbackprop.engine.checkpoint import (
 )
 from matbackprop.engine.records import append_metrics, save_config, truncate_metrics
 from matbackprop.engine.runlock import RunLock
+from matbackprop.engine.schema import complete, validate
 from matbackprop.engine.trainer import resolve_device, split_metrics, write_media
-from matbackprop.engine.validate import validate_config
 from matbackprop.errors import CheckpointError, RunFolderError
 from matbackprop.tasks import task_factory
 
@@ -63,7 +63,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             ``eval.checkpoint=none``.
         CheckpointError: the requested checkpoint is missing, unreadable or of another model.
     """
-    validate_config(cfg, training=False)
+    validate(cfg, training=False)
+    cfg = complete(cfg)  # every default filled in (cfg.trainer.seed, cfg.trainer.device)
     run_dir = Path(cfg.run_dir)
     with RunLock(run_dir):
         return _evaluate(cfg, run_dir)
@@ -97,7 +98,7 @@ def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if OmegaConf.select(task_cfg, "eval.monitor_items") is not None:
         task_cfg = task_cfg.copy()  # score the whole val set, not the training-time monitor subset
         task_cfg.eval.monitor_items = None
-    seed_everything(int(cfg.trainer.get("seed", 0)))
+    seed_everything(int(cfg.trainer.seed))
     task = task_factory(cfg.task)(task_cfg)
     model = task.build_model()
     epoch = -1
@@ -105,7 +106,7 @@ def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         ckpt = load_checkpoint(ckpt_path)
         _load_weights(model, ckpt, ckpt_path)
         epoch = int(ckpt.get("epoch", -1))
-    model = model.to(resolve_device(str(cfg.trainer.get("device", "auto")))).eval()
+    model = model.to(resolve_device(str(cfg.trainer.device))).eval()
     with torch.no_grad():
         scalars, media = split_metrics(task.evaluate(model, max(epoch, 0)))
     row = {"epoch": epoch, **scalars}

@@ -147,7 +147,7 @@ def _k(default, check, doc, rule=IDENTITY, **kw) -> Key:
     return Key(default, check, doc, rule, **kw)
 
 
-I, M, O = IDENTITY, MAY_CHANGE, OPERATIONAL
+M, O = MAY_CHANGE, OPERATIONAL
 COCO, BSDS = ("coco",), ("bsds",)
 POOLED = ("deepo2p", "deepo2p_fc")
 ARCHS = ("deepo2p", "deepo2p_fc", "alexnet", "avgpool", "deepncut")
