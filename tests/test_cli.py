@@ -74,6 +74,13 @@ def test_evaluate_bad_value_exits_2_naming_the_key(tmp_path):
     assert not (tmp_path / "none").exists()  # no data was looked for
 
 
+def test_evaluate_hydra_error_exits_2_with_one_line(tmp_path):
+    proc = _python("-m", "matbackprop.evaluate", "experiment=table2_ncut_alexnet_relu9")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: experiment=table2_ncut_alexnet_relu9: no such experiment")
+    assert "table2_ncut_alexnet_relu5" in proc.stderr and proc.stderr.count("\n") == 1
+
+
 def test_evaluate_segmentation_bad_input_exits_2(tmp_path):
     (tmp_path / "segs").mkdir()
     (tmp_path / "gt").mkdir()

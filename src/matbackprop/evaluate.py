@@ -1,7 +1,7 @@
 """Evaluation entry point (Hydra): score a model without training it.
 
-    python -m matbackprop.evaluate --config-name bsds experiment=table2_ncut_alexnet_relu5
-    python -m matbackprop.evaluate --config-name bsds experiment=table2_deepncut_alexnet eval.checkpoint=best
+    python -m matbackprop.evaluate experiment=table2_ncut_alexnet_relu5
+    python -m matbackprop.evaluate experiment=table2_deepncut_alexnet eval.checkpoint=best
 
 Builds the task and model exactly as ``matbackprop.train`` would (same seed, so an untrained
 model has the weights a training run starts from) and runs the task's ``evaluate`` once, on the
@@ -15,9 +15,13 @@ whole val set (``eval.monitor_items``, the subset scored during training, is ign
   (``config.yaml``, ``eval.json``, ``tables/``, the task's outputs) under
   ``<run_dir>/eval/<best|last>/``; the training record is left byte-identical.
 
-Hydra writes no ``.hydra/`` or log file here (``HYDRA_OVERRIDES``). The configuration is
-validated before any data is read, and the run folder is locked for the whole evaluation (:class:`~matbackprop.engine.runlock.RunLock`). Used for the paper's "not
-fine-tuned" rows and for the untrained side of the demo.
+The run folder is the one ``matbackprop.train`` gives the same command line
+(``outputs/<task>/<run_name>[/<overrides>]``, README "Run folders"), so ``eval.checkpoint=best``
+with the overrides a run was trained with scores that run. Hydra writes no ``.hydra/`` or log
+file here (``HYDRA_OVERRIDES``). The configuration is validated before any data is read (Hydra's
+own errors too: unknown experiment, key or group option, exit 2), and the run folder is locked
+for the whole evaluation (:class:`~matbackprop.engine.runlock.RunLock`). Used for the paper's
+"not fine-tuned" rows and for the untrained side of the demo.
 Exit codes: 0 done, 2 missing/corrupt data or checkpoint, a bad config value, or a run folder
 in use or holding a training run (message, no traceback; :mod:`matbackprop.cli`).
 """
@@ -32,7 +36,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from matbackprop.cli import run_cli
+from matbackprop.cli import run_cli, run_overrides
 from matbackprop.engine.checkpoint import (
     MissingCheckpointError,
     seed_everything,
@@ -47,11 +51,12 @@ from matbackprop.engine.records import (
     write_media,
 )
 from matbackprop.engine.runlock import RunLock
-from matbackprop.engine.validate import validate_config
+from matbackprop.engine.schema import complete, validate
 from matbackprop.errors import RunFolderError
 from matbackprop.tasks import task_factory
 from matbackprop.weights import NAMES, eval_folder_name, load_model_weights, resolve_checkpoint
 
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 TRAINING_FILES = ("last.pt", "best.pt", "status.json")  # a folder with any of these was trained
 
 
@@ -64,7 +69,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             ``eval.checkpoint=none``.
         CheckpointError: the requested checkpoint is missing, unreadable or of another model.
     """
-    validate_config(cfg, training=False)
+    validate(cfg, training=False)
+    cfg = complete(cfg)  # every default filled in (cfg.trainer.seed, cfg.trainer.device)
     run_dir = Path(cfg.run_dir)
     with RunLock(run_dir):
         return _evaluate(cfg, run_dir)
@@ -99,13 +105,13 @@ def _evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if OmegaConf.select(task_cfg, "eval.monitor_items") is not None:
         task_cfg = task_cfg.copy()  # score the whole val set, not the training-time monitor subset
         task_cfg.eval.monitor_items = None
-    seed_everything(int(cfg.trainer.get("seed", 0)))
+    seed_everything(int(cfg.trainer.seed))
     task = task_factory(cfg.task)(task_cfg)
     model = task.build_model()
     epoch = 0  # epochs the scored weights were trained for (counted from 1; 0: untrained)
     if which != "none":
         epoch = load_model_weights(model, ckpt_path)["epoch"]  # epochs trained, from 1
-    model = model.to(resolve_device(str(cfg.trainer.get("device", "auto")))).eval()
+    model = model.to(resolve_device(str(cfg.trainer.device))).eval()
     with torch.no_grad():
         scalars, media = split_metrics(task.evaluate(model, max(epoch - 1, 0)))
     row = {"epoch": epoch, **scalars}
@@ -139,6 +145,7 @@ def main() -> None:
     """``python -m matbackprop.evaluate [overrides]`` (Hydra; see the module docstring)."""
     given = {arg.split("=")[0].lstrip("+~") for arg in sys.argv[1:]}
     sys.argv += [o for o in HYDRA_OVERRIDES if o.split("=")[0] not in given]
+    sys.argv += run_cli(run_overrides, CONFIG_DIR, sys.argv[1:], training=False)
     _hydra_main()
 
 

@@ -82,8 +82,9 @@ def fit(cfg: DictConfig, make_task: Callable[[DictConfig], Task], run_dir: str |
         Preempted: SIGTERM / SIGUSR1 / SIGUSR2 / SIGINT; ``last.pt`` holds the step reached.
         ConfigError: bad values, or no GPU for real data with ``trainer.device=auto``.
     """
-    run_dir, cfg = Path(run_dir), schema.complete(cfg)
+    run_dir = Path(run_dir)
     schema.validate(cfg)  # every key's type and range, before any data is read
+    cfg = schema.complete(cfg)  # every default filled in: keys are read directly below
     real_data = cfg.get("data", {}).get("synthetic") is None
     try:
         device = D.resolve_device(str(cfg.trainer.device), real_data=real_data)
@@ -142,7 +143,8 @@ def build(cfg: DictConfig, make_task, run_dir: Path, device: torch.device) -> Lo
     if saved is not None:
         check_resolved(saved["fingerprint"], resolved_keys(task), run_dir)
         changes = check_compatible(saved["fingerprint"], cfg, run_dir)
-        if saved.get("epochs") is not None and int(saved["epochs"]) != int(t.epochs):
+        old_fp = "trainer.epochs" not in saved["fingerprint"]  # written before the schema
+        if old_fp and saved.get("epochs") is not None and int(saved["epochs"]) != int(t.epochs):
             changes["trainer.epochs"] = (int(saved["epochs"]), int(t.epochs))
         state = ckpt.restore(saved)
         state.epochs = int(t.epochs)

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from matbackprop.engine.checkpoint import atomic_open
+from matbackprop.engine.schema import fingerprint, flatten  # noqa: F401  (moved there)
 from matbackprop.errors import RunFolderError
 
 
@@ -235,50 +236,6 @@ def save_config(cfg: DictConfig, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(path, OmegaConf.to_yaml(cfg, resolve=True))
-
-
-# Keys that may change between a run and its resumption (where the data lives, how long to
-# train, how to log, which device). Everything else must match the checkpoint.
-RESUMABLE_KEYS = (
-    "run_name",
-    "run_dir",
-    "output_root",
-    "trainer.epochs",
-    "trainer.workers",
-    "trainer.device",
-    "trainer.log_every",
-    "trainer.eval_every",
-    "trainer.eval_batch_size",
-    "trainer.save_best",
-    "data.root",
-    "logger",
-    "paper",
-    "eval",
-)
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mapping -> ``{"a.b.c": value}``."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def fingerprint(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """The flattened config minus :data:`RESUMABLE_KEYS`: what a checkpoint must agree with."""
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    flat = flatten(cfg)
-    return {
-        k: v
-        for k, v in flat.items()
-        if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)
-    }
 
 
 def fingerprint_diff(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:

@@ -2,9 +2,9 @@
 
 ``python -m matbackprop.train -m experiment=table1_deepo2p optim.lr=0.01,0.001`` runs two jobs
 in ``outputs/coco/table1_deepo2p/optim.lr=0.01`` and ``.../optim.lr=0.001`` (the folder is the
-run name plus Hydra's ``override_dirname``, which leaves out keys that do not change the
-experiment: ``conf/hydra/default.yaml``). A failing job does not stop the sweep: Hydra records
-it and runs the others; :class:`SweepReport` (a Hydra callback) appends each job's outcome to
+run name plus the swept keys that name a run, from the config schema: operational keys such
+as ``trainer.workers``, and ``experiment``, are left out). A failing job does not stop the
+sweep: Hydra records it and runs the others; :class:`SweepReport` (a Hydra callback) appends each job's outcome to
 ``<sweep dir>/jobs.jsonl`` — from whichever process runs the job, locally or on SLURM — and
 prints the table of all of them when the sweep command exits.
 """
@@ -21,6 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
+
+from matbackprop.engine.schema import names_run, override_key
 
 
 def in_multirun() -> bool:
@@ -48,20 +50,21 @@ def swept_keys(sweep_dir: str | Path) -> set[str]:
 def name_sweep_job(cfg: DictConfig) -> DictConfig:
     """In a multirun job, append the swept keys' values to ``run_name`` (so ``run_dir``):
     ``table1_deepo2p/optim.lr=0.01``; unless the sweep sets ``run_name`` / ``run_dir`` itself
-    or varies nothing but keys that leave the experiment the same (``exclude_keys`` of
-    ``hydra.job.config.override_dirname``, e.g. ``experiment``: its rows are named already)."""
+    or varies nothing that names a run (:func:`~matbackprop.engine.schema.names_run`:
+    identity and may_change keys, not ``experiment``, whose rows are named already). A sweep
+    of operational keys only (e.g. ``trainer.channels_last=true,false``) is named by them, so
+    that its jobs never share a folder."""
     if not in_multirun():
         return cfg
     hc = HydraConfig.get()
-    exclude = set(hc.job.config.override_dirname.exclude_keys)
-    keys = swept_keys(hc.sweep.dir) - exclude
-    overrides = {}
-    for o in hc.overrides.task:
-        key, _, value = o.partition("=")
-        overrides[key.lstrip("+~")] = value
-    if keys & {"run_name", "run_dir"} or not keys:
+    swept = swept_keys(hc.sweep.dir)
+    if swept & {"run_name", "run_dir"}:
         return cfg
-    suffix = ",".join(f"{k}={overrides[k]}" for k in sorted(keys) if k in overrides)
+    keys = {k for k in swept if names_run(k)}
+    if not keys:
+        keys = {k for k in swept if k.split("/")[0].split(".")[0] not in ("experiment", "hydra")}
+    overrides = {override_key(o): o.lstrip("+") for o in hc.overrides.task}
+    suffix = ",".join(overrides[k] for k in sorted(keys) if k in overrides)
     if suffix:
         with open_dict(cfg):
             cfg.run_name = f"{cfg.run_name}/{suffix}"
