@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import matbackprop.engine.loop as loop_mod
+import matbackprop.engine.setup as loop_mod
 import matbackprop.engine.state as trainer_mod
 from matbackprop.engine.checkpoint import load_checkpoint
 from matbackprop.engine.logging import NullLogger
-from matbackprop.engine.records import read_csv
 from matbackprop.engine.loop import fit
+from matbackprop.engine.records import read_csv
 from matbackprop.errors import RunFolderError
 from matbackprop.tasks import DataError, task_factory
 from matbackprop.tasks.coco import classification_metrics, eigen_stats
@@ -83,7 +83,11 @@ def test_resume_equals_uninterrupted(tmp_path, data_root, monkeypatch, before_wr
     for key, value in ref["model"].items():
         assert torch.equal(value, cut["model"][key]), key
     assert _comparable_rows(ref_dir) == _comparable_rows(cut_dir)  # no duplicate rows
-    assert [r["epoch"] for r in read_csv(cut_dir / "metrics.csv")] == ["1", "2", "3"]  # epochs counted from 1
+    assert [r["epoch"] for r in read_csv(cut_dir / "metrics.csv")] == [
+        "1",
+        "2",
+        "3",
+    ]  # epochs counted from 1
     assert ref["best"] == cut["best"]
 
 

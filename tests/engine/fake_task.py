@@ -84,11 +84,28 @@ def fake_cfg(run_dir, **trainer: Any) -> DictConfig:
         "run_dir": str(run_dir),
         "output_root": str(run_dir),
         "data": {"synthetic": {"n": N}, "root": str(run_dir), "max_skipped": 100},
-        "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0,
-                  "new_lr_mult": 1.0, "bias_lr_mult": 1.0, "schedule": "step",
-                  "step_size": 2, "gamma": 0.5, "min_lr_mult": 0.0},  # fmt: skip
+        "optim": {
+            "name": "sgd",
+            "lr": 0.05,
+            "momentum": 0.9,
+            "weight_decay": 0.0,
+            "new_lr_mult": 1.0,
+            "bias_lr_mult": 1.0,
+            "schedule": "step",
+            "step_size": 2,
+            "gamma": 0.5,
+            "min_lr_mult": 0.0,
+        },  # fmt: skip
         "logger": {"name": "none"},
-        "trainer": {"epochs": 3, "batch_size": 4, "workers": 0, "device": "cpu", "seed": 0,
-                    "log_every": 1, "checkpoint_every": None, **trainer},  # fmt: skip
+        "trainer": {
+            "epochs": 3,
+            "batch_size": 4,
+            "workers": 0,
+            "device": "cpu",
+            "seed": 0,
+            "log_every": 1,
+            "checkpoint_every": None,
+            **trainer,
+        },  # fmt: skip
     }
     return OmegaConf.create(cfg)

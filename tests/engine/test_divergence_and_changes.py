@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from matbackprop.engine.checkpoint import load_checkpoint
-from matbackprop.engine.records import read_csv
 from matbackprop.engine.loop import fit
-from matbackprop.errors import RunFolderError
-from matbackprop.errors import DivergedError
+from matbackprop.engine.records import read_csv
+from matbackprop.errors import DivergedError, RunFolderError
 from matbackprop.tasks import task_factory
 from matbackprop.train import run
 from tests.engine.coco_tiny import compose_coco, tiny_overrides

@@ -9,12 +9,12 @@ from omegaconf import OmegaConf
 from matbackprop.engine.records import (
     append_metrics,
     fingerprint,
-    fingerprint_diff,
     read_csv,
     read_status,
     truncate_metrics,
     write_csv,
 )
+from matbackprop.engine.schema import compare
 from matbackprop.errors import RunFolderError
 
 
@@ -45,9 +45,10 @@ def test_fingerprint_ignores_resumable_keys_only():
     b = a.copy()
     b.run_dir, b.trainer.epochs, b.trainer.workers, b.data.root = "y", 9, 0, "/b"
     b.logger.mode = "online"
-    assert fingerprint_diff(fingerprint(a), fingerprint(b)) == []
+    # trainer.epochs may change on resume: it is in the fingerprint and compared as a change
+    assert compare(fingerprint(a), b) == ([], {"trainer.epochs": (5, 9)})
     b.model.arch, b.trainer.batch_size = "alexnet", 32
-    diff = fingerprint_diff(fingerprint(a), fingerprint(b))
+    diff, _ = compare(fingerprint(a), b)
     assert len(diff) == 2
     assert diff[0].startswith("model.arch: 'deepo2p'") and "'alexnet' (now)" in diff[0]
     assert diff[1].startswith("trainer.batch_size: 100")

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from matbackprop.engine.checkpoint import load_checkpoint
-from matbackprop.engine.records import read_csv
 from matbackprop.engine.distributed import resolve_device, shard_batches
+from matbackprop.engine.records import read_csv
 from matbackprop.errors import EXIT_PREEMPTED, ConfigError
 from tests.engine.coco_tiny import tiny_overrides
 

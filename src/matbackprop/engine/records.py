@@ -238,17 +238,6 @@ def save_config(cfg: DictConfig, path: str | Path) -> None:
     _write_atomic(path, OmegaConf.to_yaml(cfg, resolve=True))
 
 
-def fingerprint_diff(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
-    """Human-readable differences ``key: saved != now`` (sorted)."""
-    keys = sorted(set(saved) | set(now))
-    missing = "<absent>"
-    return [
-        f"{k}: {saved.get(k, missing)!r} (run folder) != {now.get(k, missing)!r} (now)"
-        for k in keys
-        if saved.get(k, missing) != now.get(k, missing)
-    ]
-
-
 def _read_run(folder: Path) -> dict[str, Any] | None:
     """One run folder (``None`` when it has no metrics rows yet); RunFolderError names a
     corrupt ``config.yaml`` / ``metrics.csv`` / ``final.json``."""

@@ -28,8 +28,14 @@ from matbackprop.engine.optim import build_scheduler
 from matbackprop.engine.records import read_status
 from matbackprop.errors import RunFolderError
 
-SCHEDULE_KEYS = ("optim.lr", "optim.schedule", "optim.step_size", "optim.gamma",
-                 "optim.min_lr_mult", "trainer.epochs")  # fmt: skip  (a change re-plans the lr)
+SCHEDULE_KEYS = (
+    "optim.lr",
+    "optim.schedule",
+    "optim.step_size",
+    "optim.gamma",
+    "optim.min_lr_mult",
+    "trainer.epochs",
+)  # fmt: skip  (a change re-plans the lr)
 
 
 @dataclass

@@ -16,123 +16,33 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from matbackprop.engine.checks import (  # noqa: F401  (re-exported for old imports)
+    Check,
+    boolean,
+    checkpoint_source,
+    choice,
+    device,
+    int_list,
+    integer,
+    number,
+    optional,
+    text,
+    weights_source,
+)
 from matbackprop.errors import ConfigError
 
 IDENTITY, MAY_CHANGE, OPERATIONAL = "identity", "may_change", "operational"
 TASKS = ("coco", "bsds")
-Check = Callable[[Any], str | None]  # value -> what is allowed (None: fine)
 NO_DEFAULT = object()  # required, or only present when an option sets it (data.synthetic.*)
 _SAME = object()
 _ABSENT = object()
-
-
-# ---------------------------------------------------------------------------- checks
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def integer(lo: int | None = None, hi: int | None = None) -> Check:
-    rng = " and ".join(
-        s for s in (lo is not None and f">= {lo}", hi is not None and f"<= {hi}") if s
-    )
-    want = f"an integer {rng}".strip()
-
-    def check(v: Any) -> str | None:
-        ok = _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
-        return None if ok else want
-
-    return check
-
-
-def number(
-    gt: float | None = None,
-    ge: float | None = None,
-    lt: float | None = None,
-    le: float | None = None,
-) -> Check:
-    bounds = {">": gt, ">=": ge, "<": lt, "<=": le}
-    want = "a number " + " and ".join(f"{op} {b:g}" for op, b in bounds.items() if b is not None)
-    tests = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__}
-
-    def check(v: Any) -> str | None:
-        ok = _is_number(v) and v == v  # not NaN
-        ok = ok and all(b is None or tests[op](float(v), b) for op, b in bounds.items())
-        return None if ok else want.strip()
-
-    return check
-
-
-def choice(*allowed: Any, as_str: bool = False) -> Check:
-    want = "one of " + " | ".join(str(a) for a in allowed)
-
-    def check(v: Any) -> str | None:
-        return None if (str(v) if as_str else v) in allowed else want
-
-    return check
-
-
-def boolean(v: Any) -> str | None:
-    return None if isinstance(v, bool) else "true or false"
-
-
-def text(v: Any) -> str | None:
-    return None if isinstance(v, str) and v.strip() else "a non-empty string"
-
-
-def optional(check: Check) -> Check:
-    def opt(v: Any) -> str | None:
-        if v is None:
-            return None
-        want = check(v)
-        return None if want is None else f"null or {want}"
-
-    return opt
-
-
-def int_list(lo: int) -> Check:
-    def check(v: Any) -> str | None:
-        ok = isinstance(v, (list, tuple, ListConfig)) and len(v) > 0
-        ok = ok and all(_is_int(x) and x >= lo for x in v)
-        return None if ok else f"a non-empty list of integers >= {lo}"
-
-    return check
-
-
-def device(v: Any) -> str | None:
-    want = "auto | cpu | cuda | cuda:N"
-    if not isinstance(v, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
-        return want
-    if v.startswith("cuda"):
-        import torch  # here: the entry points check a command line without loading torch
-
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = int(v.split(":")[1]) if ":" in v else 0
-        if index >= n:
-            return f"{want}, a device this machine has ({n} CUDA device(s); use auto or cpu)"
-    return None
-
-
-def checkpoint_source(v: Any) -> str | None:
-    """``eval.checkpoint``: a name, or a path (with a ``/`` or ending in ``.pt``; a bare word
-    like ``bset`` is a typo, not a folder), checked for existence when loaded."""
-    ok = v in ("none", "best", "last") or (isinstance(v, str) and ("/" in v or v.endswith(".pt")))
-    return None if ok else "one of none | best | last, or a .pt file or run folder (with a /)"
-
-
-def weights_source(v: Any) -> str | None:
-    """``model.init_from``: null, or a run folder / ``.pt`` file (checked when loaded)."""
-    return None if v is None or (isinstance(v, str) and v.strip()) else "null or a path"
 
 
 # ---------------------------------------------------------------------------- the keys
@@ -321,9 +231,11 @@ def rule(key: str) -> str:
 
 
 def applies(key: str, task: str, arch: Any = None) -> bool:
-    """Whether a declared key belongs to configs of ``task`` (and model ``arch``)."""
+    """Whether a declared key belongs to configs of ``task`` (and model ``arch``); a task of
+    one's own (not coco / bsds) gets the keys every task has, with the COCO defaults."""
     spec = SCHEMA[key]
-    return task in spec.tasks and (spec.archs is None or arch is None or arch in spec.archs)
+    ours = task in spec.tasks or (task not in TASKS and spec.tasks == TASKS)
+    return ours and (spec.archs is None or arch is None or arch in spec.archs)
 
 
 def defaults(task: str, arch: Any = None) -> dict[str, Any]:

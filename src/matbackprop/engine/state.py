@@ -28,7 +28,6 @@ from matbackprop.engine import distributed as D
 from matbackprop.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from matbackprop.errors import DivergedError, RunFolderError
 
-
 CHECKPOINT_FORMAT = 2  # 2: last.pt's ``epoch`` counted from 1
 
 

@@ -168,15 +168,21 @@ class OptimStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss * weight if weight != 1.0 else loss).backward()
         self.scaler.unscale_(self.optimizer)
-        gnorm = nn.utils.clip_grad_norm_(self.params, self.clip) if self.params else loss.new_zeros(())
+        gnorm = (
+            nn.utils.clip_grad_norm_(self.params, self.clip) if self.params else loss.new_zeros(())
+        )
         value, gvalue, logs = host_values(loss, gnorm, logs)
         bad_loss = not math.isfinite(value)
         bad_grad = not math.isfinite(gvalue) and not self.scaler.is_enabled()
         flags = flags() if callable(flags) else flags
-        reduced = D.all_reduce_max([float(bad_loss or bad_grad), *map(float, flags)], self.comm_device)
+        reduced = D.all_reduce_max(
+            [float(bad_loss or bad_grad), *map(float, flags)], self.comm_device
+        )
         result = StepResult(value, gvalue, logs, flags=reduced[1:])
         if reduced[0] > 0:
-            result.what = f"loss {value}" if bad_loss else f"gradient norm {gvalue} (loss {value:.4g})"
+            result.what = (
+                f"loss {value}" if bad_loss else f"gradient norm {gvalue} (loss {value:.4g})"
+            )
             if self.on_nonfinite != "skip_step" or skipped >= self.max_nonfinite:
                 cap = (
                     f" (more than trainer.max_nonfinite={self.max_nonfinite} skipped this epoch)"

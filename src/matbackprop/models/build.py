@@ -56,7 +56,9 @@ def _head(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _trunk(cfg: Mapping[str, Any]) -> nn.Module:
-    return build_trunk(cfg.get("trunk", "alexnet"), bool(cfg.get("pretrained", False)), **_tiny(cfg))
+    return build_trunk(
+        cfg.get("trunk", "alexnet"), bool(cfg.get("pretrained", False)), **_tiny(cfg)
+    )
 
 
 def _pool(cfg: Mapping[str, Any]) -> dict[str, Any]:
