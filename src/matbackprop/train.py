@@ -53,7 +53,17 @@ def run(cfg: DictConfig) -> FitResult:
 def _hydra_main(cfg: DictConfig) -> None:
     cfg = name_sweep_job(cfg)
     if in_multirun():  # a failing job raises into Hydra, which records it; the sweep goes on
-        result = run(cfg)
+        from hydra.core.hydra_config import HydraConfig
+
+        from matbackprop.engine.preemption import Preempted
+        from matbackprop.engine.sweep import record_job
+
+        try:
+            result = run(cfg)
+        except Preempted as err:  # a stop signal: checkpointed; the sweep stops here too
+            record_job(HydraConfig.get(), "STOPPED", str(cfg.run_dir), str(err))
+            print(f"stopped: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(err.exit_code) from None
     else:
         result = run_cli(run, cfg)
     if result.best is not None and os.environ.get("RANK", "0") == "0":

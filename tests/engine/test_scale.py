@@ -228,6 +228,41 @@ def test_submitit_local_sweep_gives_one_finished_folder_per_job(tmp_path, data_r
         status = json.loads((out / "coco" / "demo_coco_deepo2p" / name / "status.json").read_text())
         assert status["finished"] and status["epochs_done"] == 2
     assert "[sweep] 2 job(s): 2 completed, 0 failed" in proc.stdout
+    # each job's monitored metric and changed override, in jobs.jsonl and the report, by best
+    jobs = [json.loads(x) for x in next(out.glob("coco/multirun/*/jobs.jsonl")).read_text().split()]
+    assert sorted(j["changed"][0] for j in jobs) == ["optim.lr=0.01", "optim.lr=0.02"]
+    assert all(j["monitor"] == "val_error" and isinstance(j["best"], float) for j in jobs)
+    shown = [ln for ln in proc.stdout.splitlines() if ln.startswith("[sweep] ok")]
+    best = [float(ln.split(" best ")[1].split()[0]) for ln in shown]
+    assert len(shown) == 2 and best == sorted(best) and "last" in shown[0]
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_local_sweep_stops_its_jobs_and_reports(tmp_path, data_root):
+    from matbackprop.engine.sweep import _alive, _children
+
+    out = tmp_path / "out"
+    base = [o for o in overrides(out / "x", data_root) if not o.startswith("run_dir=")]
+    args = ["-m", "hydra/launcher=local", f"output_root={out}", *base, "trainer.epochs=300",
+            "optim.lr=0.01,0.02"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "matbackprop.train", *args], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    runs = [out / "coco" / "demo_coco_deepo2p" / f"optim.lr={v}" for v in ("0.01", "0.02")]
+    t0 = time.time()
+    while not all((r / "metrics.csv").is_file() for r in runs):  # both jobs are training
+        assert proc.poll() is None and time.time() - t0 < 300, proc.stdout.read()
+        time.sleep(0.2)
+    kids = _children(proc.pid)
+    assert len(kids) >= 2  # the job processes
+    proc.send_signal(signal.SIGTERM)
+    text, _ = proc.communicate(timeout=180)
+    assert proc.returncode == EXIT_PREEMPTED, text
+    assert "[sweep] 2 job(s): 0 completed, 0 failed, 2 stopped" in text, text
+    assert text.count("[sweep] STOP") == 2
+    for r in runs:  # each job checkpointed inside its run and is not finished
+        status = json.loads((r / "status.json").read_text())
+        assert not status["finished"] and (r / "last.pt").is_file()
+    assert not [p for p in kids if _alive(p)]  # no orphans
 
 
 def test_sweep_goes_on_after_a_failing_job_and_reports_it(tmp_path, data_root):

@@ -110,7 +110,8 @@ def train(L: Loop) -> FitResult:
               f"{runtime['cuda']})", flush=True)  # fmt: skip
         print(f"[train] data: { {k: v for k, v in task.data_stats.items() if k != 'class_names'} }")
     records.status.update(runtime=runtime, data=task.data_stats, monitor=task.monitor,
-                          epochs_total=epochs, fingerprint=L.checkpoint.fingerprint)  # fmt: skip
+                          monitor_mode=task.monitor_mode, epochs_total=epochs,
+                          fingerprint=L.checkpoint.fingerprint)  # fmt: skip
     write_status(L, finished=False, epochs_done=start)
     exit_code, stopped, last = 1, False, dict(records.status.get("last", {}))
     logger_open = True

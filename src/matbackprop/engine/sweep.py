@@ -76,12 +76,18 @@ def _jobs_file(config: DictConfig) -> Path:
 
 
 class SweepReport(Callback):
-    """Records every job of a sweep and prints them all when the sweep ends (also on failure)."""
+    """Records every job of a sweep and prints them all when the sweep ends (also on failure,
+    and on SIGTERM / SIGINT to the sweep command: see :func:`install_driver_signals`)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         path = _jobs_file(config)
         path.parent.mkdir(parents=True, exist_ok=True)
         atexit.register(report, path)
+        install_driver_signals(path)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if _STOP:  # a stop signal reached the sweep between two in-process jobs
+            raise SystemExit(_STOP[0])
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
@@ -91,33 +97,136 @@ class SweepReport(Callback):
         if status == "FAILED":
             err = job_return._return_value
             error = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-        line = {
-            "job": int(config.hydra.job.num),
-            "overrides": list(config.hydra.overrides.task),
-            "run_dir": str((getattr(job_return, "cfg", None) or config).get("run_dir", "")),
-            "status": status,
-            "error": error,
-        }
-        path = _jobs_file(config)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as fh:  # one short write per job: atomic with O_APPEND
-            fh.write(json.dumps(line) + "\n")
+        run_dir = str((getattr(job_return, "cfg", None) or config).get("run_dir", ""))
+        record_job(config.hydra, status, run_dir, error)
+
+
+def record_job(hydra_cfg: Any, status: str, run_dir: str, error: str = "") -> None:
+    """Append one job's outcome to ``jobs.jsonl``: its state, the overrides the sweep varies,
+    and its monitored metric (best and last) read from its ``status.json``. ``hydra_cfg``:
+    the job's ``hydra`` config (``HydraConfig.get()`` inside the job)."""
+    swept = swept_keys(hydra_cfg.sweep.dir)
+    overrides = list(hydra_cfg.overrides.task)
+    line = {
+        "job": int(hydra_cfg.job.num),
+        "overrides": overrides,
+        "changed": [o for o in overrides if override_key(o) in swept],
+        "run_dir": run_dir,
+        "status": status,
+        "error": error,
+        **_metric(Path(run_dir)),
+    }
+    path = Path(str(hydra_cfg.sweep.dir)) / "jobs.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:  # one short write per job: atomic with O_APPEND
+        fh.write(json.dumps(line) + "\n")
+
+
+def _metric(run_dir: Path) -> dict[str, Any]:
+    """monitor, mode, best and last value of a job's run (empty if it wrote no status)."""
+    try:
+        status = json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    monitor = status.get("monitor")
+    last = (status.get("last") or {}).get(monitor)
+    return {"monitor": monitor, "mode": status.get("monitor_mode", "min"),
+            "best": status.get("best"), "last": last}  # fmt: skip
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, (int, float)) else "—"
 
 
 def report(path: Path) -> list[dict[str, Any]]:
-    """Print (and return) the jobs recorded in ``path``."""
-    if not path.is_file():
+    """Print (and return) the jobs recorded in ``path``: state, changed overrides, the
+    monitored metric (best, last), sorted by the best value (best first)."""
+    if not path.is_file() or os.environ.get("MATBACKPROP_SWEEP_REPORTED") == str(path):
         return []
     jobs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     failed = [j for j in jobs if j["status"] != "COMPLETED"]
-    lines = [
-        f"[sweep] {len(jobs)} job(s): {len(jobs) - len(failed)} completed, {len(failed)} failed"
-    ]
-    for j in sorted(jobs, key=lambda j: j["job"]):
-        mark = "ok  " if j["status"] == "COMPLETED" else "FAIL"
-        lines.append(f"[sweep] {mark} #{j['job']} {j['run_dir']}")
+    stopped = [j for j in jobs if j["status"] == "STOPPED"]
+    head = f"[sweep] {len(jobs)} job(s): {len(jobs) - len(failed)} completed, "
+    head += f"{len(failed) - len(stopped)} failed" + (
+        f", {len(stopped)} stopped" if stopped else ""
+    )
+    lines = [head]
+
+    def key(j: dict[str, Any]):
+        b = j.get("best")
+        sign = -1 if j.get("mode") == "max" else 1
+        return (not isinstance(b, (int, float)), sign * b if isinstance(b, (int, float)) else 0)
+
+    for j in sorted(jobs, key=lambda j: (key(j), j["job"])):
+        mark = {"COMPLETED": "ok  ", "STOPPED": "STOP"}.get(j["status"], "FAIL")
+        changed = ",".join(j.get("changed") or []) or "-"
+        metric = ""
+        if j.get("monitor"):
+            metric = f" {j['monitor']} best {_fmt(j.get('best'))} last {_fmt(j.get('last'))}"
+        lines.append(f"[sweep] {mark} #{j['job']} {changed}{metric}  {j['run_dir']}")
         if j["error"]:
             lines.append(f"[sweep]      {j['error']}")
     print("\n".join(lines), flush=True)
-    os.environ.setdefault("MATBACKPROP_SWEEP_REPORTED", "1")
+    os.environ["MATBACKPROP_SWEEP_REPORTED"] = str(path)
     return jobs
+
+
+# ---------------------------------------------------------------------- the sweep command
+_STOP: list[int] = []  # the exit status a stop signal to the sweep command asks for
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc; empty elsewhere)."""
+    out = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat[stat.rfind(")") + 2 :].split()[1]) == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"  # a zombie has exited
+
+
+def install_driver_signals(path: Path, wait_s: float = 900.0) -> None:
+    """SIGTERM / SIGINT to the sweep command: forwarded to the job processes (local launcher),
+    which checkpoint and exit; then the ``[sweep]`` report and exit 75 (SIGINT: 130). Jobs
+    running in this process (the basic launcher) are stopped by their own trainer, and no new
+    job starts. Only in the main thread (a no-op elsewhere)."""
+    import signal
+    import time
+
+    def on_signal(signum: int, frame: Any) -> None:
+        code = 130 if signum == signal.SIGINT else 75
+        if not _STOP:
+            _STOP.append(code)
+        kids = _children(os.getpid())
+        if not kids:  # in-process jobs: the running trainer (if any) checkpoints and stops
+            return
+        name = signal.Signals(signum).name
+        print(f"[sweep] {name}: forwarded to {len(kids)} job process(es); waiting for them "
+              "to checkpoint and exit", flush=True)  # fmt: skip
+        for pid in kids:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + wait_s
+        while any(_alive(p) for p in kids) and time.time() < deadline:
+            time.sleep(0.2)
+        report(path)
+        os._exit(code)  # submitit's waiting loop is not returned to
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(sig, on_signal)
+        except ValueError:  # not the main thread
+            return
