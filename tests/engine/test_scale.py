@@ -229,7 +229,9 @@ def test_submitit_local_sweep_gives_one_finished_folder_per_job(tmp_path, data_r
         assert status["finished"] and status["epochs_done"] == 2
     assert "[sweep] 2 job(s): 2 completed, 0 failed" in proc.stdout
     # each job's monitored metric and changed override, in jobs.jsonl and the report, by best
-    jobs = [json.loads(x) for x in next(out.glob("coco/multirun/*/jobs.jsonl")).read_text().split()]
+    jobs = [
+        json.loads(x) for x in next(out.glob("coco/multirun/*/jobs.jsonl")).read_text().splitlines()
+    ]
     assert sorted(j["changed"][0] for j in jobs) == ["optim.lr=0.01", "optim.lr=0.02"]
     assert all(j["monitor"] == "val_error" and isinstance(j["best"], float) for j in jobs)
     shown = [ln for ln in proc.stdout.splitlines() if ln.startswith("[sweep] ok")]
