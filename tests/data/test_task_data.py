@@ -40,8 +40,8 @@ def test_min_area_filters_training_only(coco_root, tmp_path):
     task = CocoTask(_coco(tmp_path, coco_root))
     # the synthetic set has one 6-pixel instance per split (< min_area=64)
     assert task.data_stats == {
-        "train": {"kept": 16, "crowd": 1, "degenerate": 0, "small": 1},
-        "val": {"kept": 9, "crowd": 1, "degenerate": 0, "small": 0},
+        "train": {"kept": 16, "crowd": 1, "degenerate": 0, "small": 1, "invalid": 0},
+        "val": {"kept": 9, "crowd": 1, "degenerate": 0, "small": 0, "invalid": 0},
     }
     for split, ds, kept in (("val", task.val_set, True), ("train", task.train_set, False)):
         anns = json.loads((coco_root / f"annotations/instances_{split}2014.json").read_text())
