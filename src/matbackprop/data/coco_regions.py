@@ -39,7 +39,7 @@ from matbackprop.errors import DataError
 
 log = logging.getLogger(__name__)
 
-_HINT = "run `make data-coco` (or point data.root / ann_file at your copy)"
+DATA_HINT = "run `make data-coco` (or point data.root / ann_file at your copy)"
 INVALID_HINT = (
     "fix or re-download the annotation file, or set data.on_error=skip to leave out its invalid "
     "images / annotations (counted as `invalid`)"
@@ -71,15 +71,15 @@ def _load_json(path: Path) -> dict:
         with open(path) as f:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"corrupt COCO annotation file {path}: {e}; {_HINT}") from e
+        raise DataError(f"corrupt COCO annotation file {path}: {e}; {DATA_HINT}") from e
     if not isinstance(data, dict):
         raise DataError(
             f"{path} is not a COCO instances file: its JSON is a {type(data).__name__}, not an "
-            f"object with images/annotations/categories; {_HINT}"
+            f"object with images/annotations/categories; {DATA_HINT}"
         )
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if missing:
-        raise DataError(f"{path} is not a COCO instances file (missing keys {missing}); {_HINT}")
+        raise DataError(f"{path} is not a COCO instances file (missing keys {missing}); {DATA_HINT}")
     return data
 
 
@@ -152,7 +152,7 @@ class CocoRegions(torch.utils.data.Dataset):
             raise ValueError(f"need jitter >= 0 and mask_size >= 1, got {jitter}, {mask_size}")
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"COCO root {self.root} does not exist; {_HINT}")
+            raise FileNotFoundError(f"COCO root {self.root} does not exist; {DATA_HINT}")
         self.ann_file = self._resolve_ann_file(ann_file)
         self.image_dir = self._resolve_image_dir(image_dir)
         self.train, self.crop_size, self.max_side = bool(train), crop_size, max_side
@@ -194,7 +194,7 @@ class CocoRegions(torch.utils.data.Dataset):
             if cand.is_file():
                 return cand
         shown = p if p.is_absolute() else self.root / p
-        raise FileNotFoundError(f"COCO annotation file {shown} not found; {_HINT}")
+        raise FileNotFoundError(f"COCO annotation file {shown} not found; {DATA_HINT}")
 
     def _resolve_image_dir(self, image_dir) -> Path:
         if image_dir is None:
@@ -208,7 +208,7 @@ class CocoRegions(torch.utils.data.Dataset):
         d = Path(image_dir)
         d = d if d.is_absolute() or d.is_dir() else self.root / d
         if not d.is_dir():
-            raise FileNotFoundError(f"COCO image folder {d} not found; {_HINT}")
+            raise FileNotFoundError(f"COCO image folder {d} not found; {DATA_HINT}")
         return d
 
     # ---------------------------------------------------------------- index
@@ -301,7 +301,7 @@ class CocoRegions(torch.utils.data.Dataset):
         k = self._img[i]
         path = self.image_dir / self._files[k]
         if not path.is_file():
-            raise bad_file(f"COCO image {self.describe(i)} not found; {_HINT}", path)
+            raise bad_file(f"COCO image {self.describe(i)} not found; {DATA_HINT}", path)
         rgb = read_rgb(  # (H, W, 3) uint8
             path, f"COCO image {self.describe(i)}", "re-download it (`make data-coco`)"
         )
