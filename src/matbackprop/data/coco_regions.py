@@ -79,7 +79,9 @@ def _load_json(path: Path) -> dict:
         )
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if missing:
-        raise DataError(f"{path} is not a COCO instances file (missing keys {missing}); {DATA_HINT}")
+        raise DataError(
+            f"{path} is not a COCO instances file (missing keys {missing}); {DATA_HINT}"
+        )
     return data
 
 
@@ -169,13 +171,15 @@ class CocoRegions(torch.utils.data.Dataset):
         self.num_classes = len(cats)
         self._index(data, max_items, seed)
         log.info(
-            "CocoRegions(%s): %d regions, %d classes; skipped crowd=%d degenerate=%d small=%d",
+            "CocoRegions(%s): %d regions, %d classes; skipped crowd=%d degenerate=%d small=%d "
+            "invalid=%d",
             self.ann_file.name,
             len(self),
             self.num_classes,
             self.skipped["crowd"],
             self.skipped["degenerate"],
             self.skipped["small"],
+            self.skipped["invalid"],
         )
 
     def set_epoch(self, epoch: int) -> None:
