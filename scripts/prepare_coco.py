@@ -27,13 +27,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from matbackprop.data.coco_regions import DATA_HINT
+from matbackprop.data.coco_regions import DATA_HINT, INVALID_HINT
 from matbackprop.data.region_store import StoreSpec, prepare_store
 from matbackprop.errors import EXIT_USER_ERROR, UserError
 
 HINT = (
     "run `make data-coco`, or point this script at your copy: `--root DIR` "
     '(`make prepare-coco PREPARE_ARGS="--root DIR"`)'
+)
+
+INVALID_FIX = (
+    "fix or re-download the annotation file (`make check-data` lists every problem); no store "
+    "is prepared from an invalid file"
 )
 
 
@@ -92,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         for split in args.splits:
             prepare_split(args, split)
     except (UserError, FileNotFoundError) as err:
-        print(f"error: {str(err).replace(DATA_HINT, HINT)}", file=sys.stderr)
+        msg = str(err).replace(DATA_HINT, HINT).replace(INVALID_HINT, INVALID_FIX)
+        print(f"error: {msg}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt as err:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal does not cut the cleanup

@@ -100,9 +100,13 @@ def _segmentation_problem(segm, h: int, w: int) -> str | None:
     if isinstance(segm, list):
         lo, hi = -max(h, w), 2 * max(h, w)
         for poly in segm:
-            if not isinstance(poly, list) or len(poly) % 2 or not all(map(_is_num, poly)):
+            try:  # sum / min / max run in C; a non-number raises TypeError
+                if not isinstance(poly, list) or len(poly) % 2:
+                    raise TypeError
+                ok = not poly or (math.isfinite(sum(poly)) and lo <= min(poly) and max(poly) <= hi)
+            except TypeError:
                 return "`segmentation` has a polygon that is not a list of x, y numbers"
-            if poly and not (math.isfinite(sum(poly)) and lo <= min(poly) and max(poly) <= hi):
+            if not ok:
                 return f"`segmentation` has a polygon coordinate that is not finite in {lo}..{hi}"
         return None
     if not isinstance(segm, dict) or "counts" not in segm:
