@@ -98,3 +98,20 @@ def test_every_validation_problem_is_listed_and_no_file_outside_is_opened(tmp_pa
     for text in expect:
         assert text in out, text
     assert "5x7" not in out and "[check-data]" in out and f"{len(expect)} bad" in out
+
+
+def test_bsds_label_problems_are_listed(roots, capsys):
+    import numpy as np
+    import scipy.io as sio
+
+    _, bsds = roots
+    mats = sorted((bsds / "BSR/BSDS500/data/groundTruth/train").glob("*.mat"))
+    for mat, seg in zip(mats[:2], (np.full((24, 32), 70000, np.int32), np.zeros((24, 32)))):
+        cell = np.empty((1, 1), dtype=object)
+        cell[0, 0] = {"Segmentation": seg, "Boundaries": np.zeros((24, 32), np.uint8)}
+        sio.savemat(mat, {"groundTruth": cell})
+    assert check.main(["--bsds-root", str(bsds), "--workers", "1"]) == 2
+    out = capsys.readouterr().out
+    assert f"{mats[0].name}: groundTruth entry 1 `Segmentation`: labels span 70000" in out
+    assert f"{mats[1].name}: groundTruth entry 1 `Segmentation`: labels are all zero" in out
+    assert "2 bad" in out
