@@ -3,14 +3,20 @@
 
     python scripts/check_data.py [--coco-root data/coco] [--bsds-root data/bsds] [--workers N]
 
-MSCOCO: each ``annotations/instances_<split>.json`` is parsed (a malformed file, e.g. an
-annotation without ``bbox`` or a JSON that is not an object, is listed), then every image it
-lists is decoded and its size compared with the annotation file. BSDS: every image and its
-``groundTruth`` ``.mat`` are read and their sizes compared. Each bad item is printed with its
-file, ids and error. Exit codes: 0 all good, 2 something bad (or no data found).
+MSCOCO: each ``annotations/instances_<split>.json`` is parsed and indexed by the training
+code, which lists every broken rule of :mod:`matbackprop.data.validate` (duplicate image or
+annotation ids, missing keys, a height/width out of range, a ``file_name`` leaving the image
+folder, a non-finite bbox or polygon, an RLE of another size or with overrunning counts), then
+every valid image entry is decoded and its size compared with the annotation file (an entry
+whose ``file_name`` is refused is never opened). BSDS: every image and its ``groundTruth``
+``.mat`` are read, their labels checked (finite integers in 0..65535, not all zero) and their
+sizes compared. Each problem is printed with its file, ids and field. Exit codes: 0 all good,
+2 something bad (or no data found).
 
-Training with ``data.on_error=skip`` replaces the bad items listed here by good ones; the
-better fix is to re-download the listed files (``make data-coco`` / ``make data-bsds``).
+Training with ``data.on_error=skip`` replaces the bad images listed here by good ones and
+leaves out the invalid image / annotation entries (a broken file structure, e.g. duplicate
+ids, is refused in both modes); the better fix is to re-download the listed files
+(``make data-coco`` / ``make data-bsds``).
 """
 
 from __future__ import annotations

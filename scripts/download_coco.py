@@ -6,8 +6,9 @@
 Resumable: each archive is fetched into ``<name>.part`` with HTTP Range requests, so a rerun
 continues where the last one stopped; the finished archive is checked against its known MD5
 before it is extracted (a ``.done_<name>`` marker makes reruns skip finished archives).
-Needs about 20 GB for the archives plus 20 GB extracted (zips are deleted after a successful
-extraction unless ``--keep-zips``). Final layout (what ``CocoRegions`` reads)::
+Needs about 20 GB extracted plus the largest archive at a time (13.5 GB; zips are deleted after
+a successful extraction unless ``--keep-zips``: then 40 GB); the free space is checked first
+and a shortfall is refused (exit 2) saying how much is needed and how much is free. Final layout (what ``CocoRegions`` reads)::
 
     <root>/annotations/instances_{train,val}2014.json
     <root>/train2014/COCO_train2014_*.jpg  (82,783 images)
@@ -109,6 +110,21 @@ def check_layout(root: Path, skip_images: bool = False) -> list[str]:
     return problems
 
 
+def space_needed(root: Path, names: list[str], keep_zips: bool) -> int:
+    """Bytes still to be written for ``names``: each unfinished archive (less what is already
+    downloaded) plus its extracted copy (about its size: JPEGs do not compress); without
+    ``keep_zips`` archives are deleted after extraction, so only the largest one is held at
+    a time."""
+    todo = [n for n in names if not (root / f".done_{n}").exists()]
+    sizes = [ARCHIVES[n][2] for n in todo]
+    have = 0
+    for n in todo:
+        for f in (root / n, root / f"{n}.part"):
+            have += f.stat().st_size if f.is_file() else 0
+    held = sum(sizes) if keep_zips else max(sizes, default=0)
+    return max(0, sum(sizes) + held - have)
+
+
 def fetch(name: str, root: Path, keep_zip: bool, opener=urllib.request.urlopen) -> None:
     """Download, verify and extract one archive unless its ``.done_<name>`` marker exists."""
     url, md5, size, _ = ARCHIVES[name]
@@ -145,13 +161,16 @@ def _main(argv: list[str] | None) -> int:
     names = ["annotations_trainval2014.zip"]
     if not args.skip_images:
         names += ["val2014.zip", "train2014.zip"]
-    need = sum(ARCHIVES[n][2] for n in names if not (root / f".done_{n}").exists())
+    need = space_needed(root, names, args.keep_zips)
     free = shutil.disk_usage(root).free
     print(
-        f"COCO 2014 into {root}: {len(names)} archive(s), up to {human(2 * need)} needed, {human(free)} free"
+        f"COCO 2014 into {root}: {len(names)} archive(s), {human(need)} needed, {human(free)} free"
     )
-    if 2 * need > free:
-        print("warning: probably not enough disk space (archive + extracted copy)", file=sys.stderr)
+    if need > free:
+        raise DataError(
+            f"not enough free disk space in {root}: {human(need)} needed (archives + extracted "
+            f"images), {human(free)} free; free {human(need - free)} or choose another --root"
+        )
     for name in names:
         fetch(name, root, args.keep_zips)
     problems = check_layout(root, args.skip_images)

@@ -12,21 +12,42 @@ cores). Resumable: interrupt it at any moment and run it again; finished chunks 
 (SHA-256) and kept. Training uses the store automatically (``data.store=auto``) once its
 ``manifest.json`` exists.
 
-Exit codes: 0 done, 2 data problem (message names the file), 130 interrupted (rerun to go on).
+Exit codes: 0 done, 2 data problem (message names the file), 130 / 143 interrupted by SIGINT /
+SIGTERM (its temporary files removed; rerun to go on).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
+from matbackprop.data.coco_regions import DATA_HINT, INVALID_HINT
 from matbackprop.data.region_store import StoreSpec, prepare_store
 from matbackprop.errors import EXIT_USER_ERROR, UserError
+
+HINT = (
+    "run `make data-coco`, or point this script at your copy: `--root DIR` "
+    '(`make prepare-coco PREPARE_ARGS="--root DIR"`)'
+)
+
+INVALID_FIX = (
+    "fix or re-download the annotation file (`make check-data` lists every problem); no store "
+    "is prepared from an invalid file"
+)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM arrived: unwind like Ctrl-C (temporary files are removed on the way out)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted(signum)
 
 
 def prepare_split(args, split: str) -> dict:
@@ -71,15 +92,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--no-verify", action="store_true", help="skip re-hashing finished chunks")
     args = p.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         for split in args.splits:
             prepare_split(args, split)
     except (UserError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        msg = str(err).replace(DATA_HINT, HINT).replace(INVALID_HINT, INVALID_FIX)
+        print(f"error: {msg}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal does not cut the cleanup
         print("interrupted: run the same command again to continue", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGTERM if isinstance(err, Interrupted) else 130
+    finally:
+        if signal.getsignal(signal.SIGTERM) in (_on_sigterm, signal.SIG_IGN):
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -123,7 +123,7 @@ def test_items_shapes_dtypes(synth):
 
 
 def test_label_mapping_sorted_gapped_ids(rect_root, synth):
-    ds = CocoRegions(rect_root, ANN, train=False, crop_size=64, max_side=40)
+    ds = CocoRegions(rect_root, ANN, train=False, crop_size=64, max_side=40, min_area=64)
     assert ds.cat_id_to_label == {1: 0, 3: 1, 18: 2, 90: 3}  # file order was 90, 1, 18, 3
     assert ds.class_names == ["c1", "c3", "c18", "c90"]
     assert {ds[i]["ann_id"]: int(ds[i]["label"]) for i in range(len(ds))} == {11: 2, 12: 3}
@@ -138,15 +138,15 @@ def test_label_mapping_sorted_gapped_ids(rect_root, synth):
 
 def test_crowd_and_degenerate_skipped_and_counted(rect_root, synth, caplog):
     caplog.set_level(logging.INFO, logger="matbackprop.data.coco_regions")
-    ds = CocoRegions(rect_root, ANN, train=False, crop_size=64, max_side=40)
-    assert len(ds) == 2 and ds.skipped == {"crowd": 1, "degenerate": 1, "small": 1}
-    assert ds.stats == {"kept": 2, "crowd": 1, "degenerate": 1, "small": 1}
+    ds = CocoRegions(rect_root, ANN, train=False, crop_size=64, max_side=40, min_area=64)
+    assert len(ds) == 2 and ds.skipped == {"crowd": 1, "degenerate": 1, "small": 1, "invalid": 0}
+    assert ds.stats == {"kept": 2, "crowd": 1, "degenerate": 1, "small": 1, "invalid": 0}
     assert "crowd=1 degenerate=1 small=1" in caplog.text
     assert len(CocoRegions(rect_root, ANN, train=False, min_area=5000)) == 0  # 800 and 2048 px
-    ds = CocoRegions(rect_root, ANN, train=False, crop_size=64, max_side=40, min_area=0)
-    assert ds.stats == {"kept": 3, "crowd": 1, "degenerate": 1, "small": 0}  # the 4 px one too
-    ds = _small(synth, "train", train=False)
-    assert len(ds) == 24 and ds.skipped == {"crowd": 1, "degenerate": 0, "small": 1}
+    ds = CocoRegions(rect_root, ANN, train=False, crop_size=64, max_side=40)  # min_area 0
+    assert ds.stats == {"kept": 3, "crowd": 1, "degenerate": 1, "small": 0, "invalid": 0}
+    ds = _small(synth, "train", train=True)
+    assert len(ds) == 24 and ds.skipped == {"crowd": 1, "degenerate": 0, "small": 1, "invalid": 0}
 
 
 def test_val_canvas_is_exact(rect_root):

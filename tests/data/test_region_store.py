@@ -168,3 +168,109 @@ def test_store_through_dataloader_workers(synth, stores):
     assert torch.equal(clone[1]["image"], ref[1])
     loader = torch.utils.data.DataLoader(b, batch_size=5, num_workers=2)
     assert torch.equal(torch.cat([x["image"] for x in loader]), ref)
+
+
+def _npy_bytes(rows):
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, rows)
+    return buf.getvalue()
+
+
+def _edit_rows(store, edit, rehash):
+    """Edit the rows of chunk 0's index; with ``rehash`` also fix its SHA-256 everywhere (an
+    edit that keeps the checksums consistent: only the binding to the annotations is left)."""
+    import hashlib
+
+    npy = store / "chunk-00000.npy"
+    rows = np.load(npy)
+    edit(rows)
+    data = _npy_bytes(rows)
+    npy.write_bytes(data)
+    if rehash:
+        sha = hashlib.sha256(data).hexdigest()
+        meta = json.loads((store / "chunk-00000.json").read_text())
+        (store / "chunk-00000.json").write_text(json.dumps(dict(meta, npy_sha256=sha)))
+        man = json.loads((store / "manifest.json").read_text())
+        man["chunk_npy_sha256"][0] = sha
+        (store / "manifest.json").write_text(json.dumps(man))
+
+
+def _swap_ids(r):
+    r["ann_id"][[0, 1]] = r["ann_id"][[1, 0]]
+
+
+def _swap_wh(r):
+    r["w"], r["h"] = r["h"].copy(), r["w"].copy()
+
+
+def _w200(r):
+    r["w"][0] = 200
+
+
+def _flip_header(store):
+    npy = store / "chunk-00000.npy"
+    b = bytearray(npy.read_bytes())
+    b[20] ^= 0x5A  # inside the header's Python literal: np.load raised SyntaxError
+    npy.write_bytes(bytes(b))
+
+
+DAMAGE = {
+    "swapped ann_id rows": (lambda s: _edit_rows(s, _swap_ids, False), r"chunk-00000\.npy does not match its SHA-256"),
+    "swapped ann_id rows, rehashed": (lambda s: _edit_rows(s, _swap_ids, True), r"row \d+ \(annotation \d+\) has the wrong box"),
+    "swapped w/h": (lambda s: _edit_rows(s, _swap_wh, False), r"chunk-00000\.npy does not match its SHA-256"),
+    "swapped w/h, rehashed": (lambda s: _edit_rows(s, _swap_wh, True), r"has the wrong patch size"),
+    "w=200, rehashed": (lambda s: _edit_rows(s, _w200, True), r"row 0 .*has the wrong patch size"),
+    "flipped .npy header byte": (_flip_header, r"chunk-00000\.npy does not match its SHA-256"),
+    "garbage manifest.json": (lambda s: (s / "manifest.json").write_text("{garbage"), r"cannot read .*manifest\.json"),
+    "manifest.json a list": (lambda s: (s / "manifest.json").write_text("[1]"), r"manifest\.json is not a JSON object"),
+    "missing .bin": (lambda s: (s / "chunk-00001.bin").unlink(), r"store chunk .*chunk-00001\.bin is missing"),
+    "truncated .bin": (lambda s: (s / "chunk-00001.bin").write_bytes(b"x"), r"chunk-00001\.bin is 1 bytes"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_damaged_store_is_refused_at_open_and_repaired_by_a_rerun(synth, stores, tmp_path, case):
+    damage, text = DAMAGE[case]
+    copy = tmp_path / "raw"
+    shutil.copytree(stores / "raw", copy)
+    damage(copy)
+    with pytest.raises(DataError, match=rf"{text}.*make prepare-coco") as err:
+        PreparedCocoRegions(copy, synth["root"], ANN, train=False, **ARGS)
+    assert "make data-coco" not in str(err.value)
+    man = prepare_store(_spec(synth["root"], copy, fmt="raw"))
+    assert man["done_now"] == (0 if "manifest" in case else 1)  # the damaged chunk is rebuilt
+    for f in sorted((stores / "raw").iterdir()):
+        assert (copy / f.name).read_bytes() == f.read_bytes(), f.name
+    a, b = _pair(synth, copy, train=False)
+    assert all(torch.equal(a[i]["image"], b[i]["image"]) for i in range(len(a)))
+
+
+def test_a_store_of_an_edited_annotation_file_is_not_used(synth, stores, tmp_path):
+    root = tmp_path / "coco"
+    shutil.copytree(synth["root"], root)
+    d = json.loads((root / ANN).read_text())
+    ann = next(a for a in d["annotations"] if not a.get("iscrowd"))
+    ann["bbox"] = [ann["bbox"][0] + 1, *ann["bbox"][1:]]
+    (root / ANN).write_text(json.dumps(d))
+    with pytest.raises(DataError, match="another version of instances_val2014.json"):
+        PreparedCocoRegions(stores / "raw", root, ANN, train=False, **ARGS)
+    man = json.loads((stores / "raw" / "manifest.json").read_text())
+    assert man["ann_sha256"] == rs.sha256_file(synth["root"] / ANN)
+    assert {"format", "max_side", "chunk_images", "image_dir", "min_area"} <= man.keys()
+
+
+def test_records_are_bound_to_their_annotation(synth, stores):
+    b = PreparedCocoRegions(stores / "raw", synth["root"], ANN, train=False, **ARGS)
+    b._box = b._box.copy()
+    b._box[2, 0] += 0.5  # another box: the record's CRC no longer matches
+    with pytest.raises(DataError, match="CRC mismatch"):
+        b[2]
+
+
+def test_loader_identity(synth, stores):
+    a, b = _pair(synth, stores / "jpeg", train=False)
+    assert rs.loader_identity(a) == "on-the-fly"
+    ident = rs.loader_identity(b)
+    assert ident.startswith(f"store {stores / 'jpeg'} sha256:") and len(ident.split(":")[-1]) == 16

@@ -9,7 +9,12 @@ from hydra import compose, initialize_config_dir
 from tests.engine.bsds_tiny import BSDS_TINY
 from tests.engine.coco_tiny import compose_coco, tiny_overrides
 
-from matbackprop.data.region_store import PreparedCocoRegions, StoreSpec, prepare_store
+from matbackprop.data.region_store import (
+    PreparedCocoRegions,
+    StoreSpec,
+    loader_identity,
+    prepare_store,
+)
 from matbackprop.errors import DataError
 from matbackprop.tasks.bsds import BsdsTask
 from matbackprop.tasks.coco import CocoTask
@@ -40,8 +45,8 @@ def test_min_area_filters_training_only(coco_root, tmp_path):
     task = CocoTask(_coco(tmp_path, coco_root))
     # the synthetic set has one 6-pixel instance per split (< min_area=64)
     assert task.data_stats == {
-        "train": {"kept": 16, "crowd": 1, "degenerate": 0, "small": 1},
-        "val": {"kept": 9, "crowd": 1, "degenerate": 0, "small": 0},
+        "train": {"kept": 16, "crowd": 1, "degenerate": 0, "small": 1, "invalid": 0},
+        "val": {"kept": 9, "crowd": 1, "degenerate": 0, "small": 0, "invalid": 0},
     }
     for split, ds, kept in (("val", task.val_set, True), ("train", task.train_set, False)):
         anns = json.loads((coco_root / f"annotations/instances_{split}2014.json").read_text())
@@ -69,6 +74,16 @@ def test_data_store_auto_none_and_path(coco_root, tmp_path):
     assert torch.equal(a["image"], b["image"]) and (a["mask"] - b["mask"]).abs().max() < 2e-3
     with pytest.raises(DataError, match="no manifest.json.*make prepare-coco"):
         CocoTask(_coco(tmp_path, root, f"data.store={tmp_path / 'nowhere'}"))
+    assert loader_identity(fly.train_set) == "on-the-fly"
+    assert loader_identity(auto.val_set).startswith(f"store {root / 'prepared/val2014'} sha256:")
+    (root / "prepared/val2014/manifest.json").write_text("{garbage")  # auto: damage is an error
+    with pytest.raises(DataError, match=r"prepared/val2014/manifest\.json.*make prepare-coco") as e:
+        CocoTask(_coco(tmp_path, root))
+    assert "make data-coco" not in str(e.value)
+    (root / "prepared/val2014/chunk-00000.bin").unlink()
+    prepare_store(StoreSpec(root, "annotations/instances_val2014.json", None,
+                            root / "prepared" / "val2014", max_side=28, fmt="raw"))  # fmt: skip
+    assert isinstance(CocoTask(_coco(tmp_path, root)).val_set, PreparedCocoRegions)  # repaired
 
 
 def _corrupt_first_train_image(task):

@@ -64,3 +64,54 @@ def test_bad_annotation_files_and_cli(roots):
     assert proc.returncode == 2, proc.stderr
     assert f"annotation {aid} has no bbox" in proc.stdout
     assert "instances_train2014.json is not a COCO instances file" in proc.stdout
+
+
+def test_every_validation_problem_is_listed_and_no_file_outside_is_opened(tmp_path, capsys):
+    from PIL import Image
+
+    coco = make_synthetic_coco(tmp_path / "coco", n_train=4, n_val=16, image_size=(64, 64))["root"]
+    Image.new("RGB", (5, 7)).save(coco.parent / "outside.jpg")  # would be "image is 5x7" if read
+    ann = coco / "annotations/instances_val2014.json"
+    d = json.loads(ann.read_text())
+    used = [a for a in d["annotations"] if not a.get("iscrowd")]
+    by_id = {im["id"]: im for im in d["images"]}
+    by_id[used[0]["image_id"]].update(file_name="../../outside.jpg")
+    other = next(a for a in used if a["image_id"] != used[0]["image_id"])
+    by_id[other["image_id"]].update(height=100_000, width=100_000)  # segfaulted pycocotools
+    rest = [a for a in used if a["image_id"] not in (used[0]["image_id"], other["image_id"])]
+    rest[0]["bbox"] = [float("nan"), 10, 20, 20]
+    rest[1]["segmentation"] = {"size": [4000, 4000], "counts": "PPYo1"}
+    ann.write_text(json.dumps(d))
+    train = coco / "annotations/instances_train2014.json"
+    t = json.loads(train.read_text())
+    t["images"].append(dict(t["images"][0]))
+    train.write_text(json.dumps(t))
+    assert check.main(["--coco-root", str(coco), "--workers", "1"]) == 2
+    out = capsys.readouterr().out
+    expect = [
+        f"image id {t['images'][0]['id']}: `id` is listed twice in 'images'",
+        f"image id {used[0]['image_id']}: `file_name` '../../outside.jpg' is not a relative path",
+        f"image id {other['image_id']}: `height` = 100000 is not an integer in 1..32768",
+        f"annotation {rest[0]['id']} (image id {rest[0]['image_id']}): `bbox` [nan, 10, 20, 20]",
+        f"annotation {rest[1]['id']} (image id {rest[1]['image_id']}): RLE `size` [4000, 4000]",
+    ]
+    for text in expect:
+        assert text in out, text
+    assert "5x7" not in out and "[check-data]" in out and f"{len(expect)} bad" in out
+
+
+def test_bsds_label_problems_are_listed(roots, capsys):
+    import numpy as np
+    import scipy.io as sio
+
+    _, bsds = roots
+    mats = sorted((bsds / "BSR/BSDS500/data/groundTruth/train").glob("*.mat"))
+    for mat, seg in zip(mats[:2], (np.full((24, 32), 70000, np.int32), np.zeros((24, 32)))):
+        cell = np.empty((1, 1), dtype=object)
+        cell[0, 0] = {"Segmentation": seg, "Boundaries": np.zeros((24, 32), np.uint8)}
+        sio.savemat(mat, {"groundTruth": cell})
+    assert check.main(["--bsds-root", str(bsds), "--workers", "1"]) == 2
+    out = capsys.readouterr().out
+    assert f"{mats[0].name}: groundTruth entry 1 `Segmentation`: labels span 70000" in out
+    assert f"{mats[1].name}: groundTruth entry 1 `Segmentation`: labels are all zero" in out
+    assert "2 bad" in out

@@ -190,3 +190,38 @@ def test_main_user_errors_exit_2_with_one_message(tmp_path, monkeypatch, capsys)
         tmp_path, monkeypatch, capsys, empty.as_uri(), md5, empty.stat().st_size
     )
     assert code == 2 and "layout check of" in err and "instances_train2014.json" in err
+
+
+def _usage(free):
+    import collections
+
+    return lambda path: collections.namedtuple("usage", "total used free")(10**13, 0, free)
+
+
+def test_not_enough_disk_space_is_refused_before_any_download(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(dl.shutil, "disk_usage", _usage(30 * 10**9))
+    monkeypatch.setattr(dl, "fetch", lambda *a, **k: pytest.fail("must not download"))
+    assert dl.main(["--root", str(tmp_path / "coco")]) == 2
+    err = capsys.readouterr().err
+    # 20.4 GB extracted + the largest archive held at a time (13.5 GB) = 33.9 GB
+    assert "not enough free disk space" in err and "33.9 GB needed" in err
+    assert "30.0 GB free" in err and "--root" in err
+    assert dl.main(["--root", str(tmp_path / "coco"), "--keep-zips"]) == 2
+    assert "40.8 GB needed" in capsys.readouterr().err  # archives kept: twice their size
+
+
+def test_disk_space_counts_what_is_done_or_downloaded(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "coco"
+    root.mkdir()
+    (root / ".done_train2014.zip").touch()
+    (root / "val2014.zip.part").write_bytes(b"x" * 1000)
+    names = list(dl.ARCHIVES)
+    size = {n: dl.ARCHIVES[n][2] for n in names}
+    need = dl.space_needed(root, names, keep_zips=False)
+    assert need == size["annotations_trainval2014.zip"] + 2 * size["val2014.zip"] - 1000
+    calls = []
+    monkeypatch.setattr(dl.shutil, "disk_usage", _usage(need))  # exactly enough: goes on
+    monkeypatch.setattr(dl, "fetch", lambda name, *a, **k: calls.append(name))
+    assert dl.main(["--root", str(root)]) == 2  # nothing was really extracted: layout check
+    assert calls == ["annotations_trainval2014.zip", "val2014.zip", "train2014.zip"]
+    assert "layout check" in capsys.readouterr().err

@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 
 from matbackprop import matio
 from matbackprop.data.bad_items import bad_file, check_on_error, fetch, read_rgb
+from matbackprop.data.validate import check_labels
 
 SPLITS = {
     500: {"train": ("train",), "val": ("val",), "test": ("test",), "trainval": ("train", "val")},
@@ -45,8 +46,18 @@ def load_groundtruth(path: str | os.PathLike) -> list[np.ndarray]:
 
     The variable ``groundTruth`` is a 1×K (or K×1) cell of structs with a ``Segmentation``
     field (read by :func:`matbackprop.matio.load_groundtruth`). Shape: -> K × (H, W) uint16.
+
+    Raises:
+        MatFileError: a segmentation whose labels are not finite integers in 0..65535 or are all
+            zero (:func:`matbackprop.data.validate.check_labels`), naming the file and entry.
     """
-    return [seg.astype(np.uint16) for seg in matio.load_groundtruth(path)]
+    out = []
+    for s, seg in enumerate(matio.load_groundtruth(path)):
+        why = check_labels(seg)
+        if why is not None:
+            raise matio.MatFileError(f"{path}: groundTruth entry {s + 1} `Segmentation`: {why}")
+        out.append(seg.astype(np.uint16))
+    return out
 
 
 def find_data_dir(root: str | os.PathLike) -> tuple[Path, str]:

@@ -46,16 +46,26 @@ def _bsds_item(key_k: tuple[str, int]) -> str | None:
 
 
 def coco_jobs(root: Path, bad: list[str]) -> list[tuple]:
+    """Index every ``instances_*.json`` (listing every broken validation rule, see
+    :mod:`matbackprop.data.validate`) and return a decode job per valid image entry."""
     jobs = []
     for ann in sorted((root / "annotations").glob("instances_*.json")):
         try:
-            ds = CocoRegions(root, ann, train=False, crop_size=8, max_side=8, min_area=0)
+            ds = CocoRegions(
+                root, ann, train=False, crop_size=8, max_side=8, min_area=0, on_error="skip"
+            )
         except (UserError, ValueError, FileNotFoundError) as e:
-            bad.append(f"{ann}: {e}")
+            bad.extend(getattr(e, "problems", None) or [f"{ann}: {e}"])
             continue
+        bad.extend(ds.problems.lines)
         key = f"coco:{ann.name}"
         _DS[key] = ds
-        jobs += [(_coco_image, (key, k)) for k in range(len(ds._files))]
+        invalid = ds.problems.bad_images  # never opened: their file_name may point anywhere
+        jobs += [
+            (_coco_image, (key, k))
+            for k in range(len(ds._files))
+            if int(ds._image_ids[k]) not in invalid
+        ]
     if not jobs and not bad:
         bad.append(f"{root}: no annotations/instances_*.json found")
     return jobs

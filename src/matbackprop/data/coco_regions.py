@@ -34,11 +34,16 @@ from tqdm import tqdm
 
 from matbackprop.data import transforms as T
 from matbackprop.data.bad_items import bad_file, check_on_error, fetch, item_generator, read_rgb
+from matbackprop.data.validate import coco_problems
 from matbackprop.errors import DataError
 
 log = logging.getLogger(__name__)
 
-_HINT = "run `make data-coco` (or point data.root / ann_file at your copy)"
+DATA_HINT = "run `make data-coco` (or point data.root / ann_file at your copy)"
+INVALID_HINT = (
+    "fix or re-download the annotation file, or set data.on_error=skip to leave out its invalid "
+    "images / annotations (counted as `invalid`)"
+)
 
 
 def segmentation_to_rle(segm, height: int, width: int) -> dict | None:
@@ -66,15 +71,17 @@ def _load_json(path: Path) -> dict:
         with open(path) as f:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"corrupt COCO annotation file {path}: {e}; {_HINT}") from e
+        raise DataError(f"corrupt COCO annotation file {path}: {e}; {DATA_HINT}") from e
     if not isinstance(data, dict):
         raise DataError(
             f"{path} is not a COCO instances file: its JSON is a {type(data).__name__}, not an "
-            f"object with images/annotations/categories; {_HINT}"
+            f"object with images/annotations/categories; {DATA_HINT}"
         )
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if missing:
-        raise DataError(f"{path} is not a COCO instances file (missing keys {missing}); {_HINT}")
+        raise DataError(
+            f"{path} is not a COCO instances file (missing keys {missing}); {DATA_HINT}"
+        )
     return data
 
 
@@ -94,15 +101,19 @@ class CocoRegions(torch.utils.data.Dataset):
         mean_fill: replace pixels outside the instance mask by the mean colour (0 after
             normalisation), SDS-style.
         mask_size: side of the returned pooling mask.
-        min_area: instances whose decoded mask has fewer pixels are skipped as ``small`` (the
-            task passes it for training only; 0 keeps every non-degenerate instance).
+        min_area: instances whose decoded mask has fewer pixels are skipped as ``small``;
+            default 64 when ``train``, else 0 (every non-degenerate instance is evaluated).
             Boxes with w or h < 1 and empty segmentations are always skipped (``degenerate``).
         max_items: keep a random subset (drawn with ``seed``, kept in file order) of this size.
         seed: seed of the ``max_items`` subset.
         aug_seed: training augmentation of item ``i`` in epoch ``e`` (``set_epoch``) draws from
             a generator seeded from ``(aug_seed, e, i)``.
         on_error: ``raise`` (a :class:`DataError` naming the file and ids) or ``skip`` (replace
-            the item by the next index that loads; the item's ``bad`` is 1).
+            the item by the next index that loads; the item's ``bad`` is 1). Entries that break
+            a rule of :mod:`matbackprop.data.validate` are refused at indexing with ``raise``;
+            with ``skip`` an invalid image or annotation entry is left out (counted as
+            ``skipped["invalid"]``), while a broken file structure (duplicate ids, missing keys)
+            is refused in both modes.
 
     Shape:
         ``ds[i]`` is a dict: ``image`` float32 ``(3, crop_size, crop_size)`` (ImageNet-normalised,
@@ -112,7 +123,8 @@ class CocoRegions(torch.utils.data.Dataset):
 
     Attributes:
         num_classes, class_names (label order), cat_id_to_label, skipped
-        ``{"crowd", "degenerate", "small"}``, stats (``skipped`` plus ``kept``), epoch.
+        ``{"crowd", "degenerate", "small", "invalid"}``, stats (``skipped`` plus ``kept``),
+        epoch, problems (the :class:`~matbackprop.data.validate.Problems` found at indexing).
 
     The index holds only numpy arrays and one packed byte buffer of RLE masks (cheap to pickle
     and to share with forked ``DataLoader`` workers); images and masks are decoded per item.
@@ -130,7 +142,7 @@ class CocoRegions(torch.utils.data.Dataset):
         hflip: bool | None = None,
         mean_fill: bool = False,
         mask_size: int = 13,
-        min_area: int = 64,
+        min_area: int | None = None,
         max_items: int | None = None,
         seed: int = 0,
         aug_seed: int = 0,
@@ -142,13 +154,14 @@ class CocoRegions(torch.utils.data.Dataset):
             raise ValueError(f"need jitter >= 0 and mask_size >= 1, got {jitter}, {mask_size}")
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"COCO root {self.root} does not exist; {_HINT}")
+            raise FileNotFoundError(f"COCO root {self.root} does not exist; {DATA_HINT}")
         self.ann_file = self._resolve_ann_file(ann_file)
         self.image_dir = self._resolve_image_dir(image_dir)
         self.train, self.crop_size, self.max_side = bool(train), crop_size, max_side
         self.jitter = jitter if self.train else 0
         self.hflip = self.train and (hflip is None or bool(hflip))
-        self.mean_fill, self.mask_size, self.min_area = mean_fill, mask_size, min_area
+        self.min_area = (64 if self.train else 0) if min_area is None else int(min_area)
+        self.mean_fill, self.mask_size = mean_fill, mask_size
         self.aug_seed, self.on_error, self.epoch = int(aug_seed), check_on_error(on_error), 0
 
         data = _load_json(self.ann_file)
@@ -158,13 +171,15 @@ class CocoRegions(torch.utils.data.Dataset):
         self.num_classes = len(cats)
         self._index(data, max_items, seed)
         log.info(
-            "CocoRegions(%s): %d regions, %d classes; skipped crowd=%d degenerate=%d small=%d",
+            "CocoRegions(%s): %d regions, %d classes; skipped crowd=%d degenerate=%d small=%d "
+            "invalid=%d",
             self.ann_file.name,
             len(self),
             self.num_classes,
             self.skipped["crowd"],
             self.skipped["degenerate"],
             self.skipped["small"],
+            self.skipped["invalid"],
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -173,7 +188,7 @@ class CocoRegions(torch.utils.data.Dataset):
 
     @property
     def stats(self) -> dict[str, int]:
-        """Kept and skipped region counts: ``{"kept", "crowd", "degenerate", "small"}``."""
+        """Kept and skipped region counts: ``{"kept", "crowd", "degenerate", "small", "invalid"}``."""
         return {"kept": len(self), **self.skipped}
 
     # ---------------------------------------------------------------- paths
@@ -183,7 +198,7 @@ class CocoRegions(torch.utils.data.Dataset):
             if cand.is_file():
                 return cand
         shown = p if p.is_absolute() else self.root / p
-        raise FileNotFoundError(f"COCO annotation file {shown} not found; {_HINT}")
+        raise FileNotFoundError(f"COCO annotation file {shown} not found; {DATA_HINT}")
 
     def _resolve_image_dir(self, image_dir) -> Path:
         if image_dir is None:
@@ -197,57 +212,51 @@ class CocoRegions(torch.utils.data.Dataset):
         d = Path(image_dir)
         d = d if d.is_absolute() or d.is_dir() else self.root / d
         if not d.is_dir():
-            raise FileNotFoundError(f"COCO image folder {d} not found; {_HINT}")
+            raise FileNotFoundError(f"COCO image folder {d} not found; {DATA_HINT}")
         return d
 
     # ---------------------------------------------------------------- index
     def _index(self, data: dict, max_items: int | None, seed: int) -> None:
         f = self.ann_file
-        try:
-            images = {im["id"]: im for im in data["images"]}
-            img_ids = sorted(images)
-            self._hw = np.array(
-                [[images[i]["height"], images[i]["width"]] for i in img_ids], np.int64
-            ).reshape(-1, 2)
-            self._files = [images[i]["file_name"] for i in img_ids]
-        except (KeyError, TypeError) as e:
-            raise DataError(
-                f"{f}: an entry of 'images' lacks id/file_name/height/width ({e!r})"
-            ) from e
+        self.problems = coco_problems(data, f, self.cat_id_to_label)
+        lines = self.problems.lines
+        if self.problems.fatal or (lines and self.on_error == "raise"):
+            more = f" (and {len(lines) - 1} more problems: `make check-data` lists them)"
+            fix = "" if self.problems.fatal else f"; {INVALID_HINT}"
+            err = DataError(f"{lines[0]}{more if len(lines) > 1 else ''}{fix}")
+            err.problems = lines
+            raise err
+        if lines:
+            log.warning(
+                "%s: leaving out %d invalid annotations (data.on_error=skip), e.g. %s",
+                f.name, len(self.problems.bad_anns), lines[0],
+            )  # fmt: skip
+        bad_images, bad_anns = self.problems.bad_images, self.problems.bad_anns
+        images = {im["id"]: im for im in data["images"]}
+        img_ids = sorted(images)
+        self._hw = np.array(
+            [[0, 0] if i in bad_images else [images[i]["height"], images[i]["width"]]
+             for i in img_ids], np.int64,
+        ).reshape(-1, 2)  # fmt: skip
+        self._files = [images[i]["file_name"] for i in img_ids]
         img_pos = {iid: k for k, iid in enumerate(img_ids)}
         self._image_ids = np.array(img_ids, dtype=np.int64)
 
-        skipped = {"crowd": 0, "degenerate": 0, "small": 0}
+        skipped = {"crowd": 0, "degenerate": 0, "small": 0, "invalid": 0}
         rows, rles = [], []  # rows: (image pos, label, ann_id, x, y, w, h)
         anns = data["annotations"]
         for ann in tqdm(anns, desc=f"index {self.ann_file.name}", disable=None, leave=False):
-            if not isinstance(ann, dict):
-                raise DataError(f"{f}: an annotation is a {type(ann).__name__}, not an object")
-            aid = ann.get("id")
-            missing = [k for k in ("id", "image_id", "category_id", "bbox") if k not in ann]
-            if missing or ("segmentation" not in ann and not ann.get("iscrowd", 0)):
-                missing += [] if "segmentation" in ann else ["segmentation"]
-                raise DataError(
-                    f"{f}: annotation {aid} has no {'/'.join(missing)}; the file is not a "
-                    f"complete COCO instances file; {_HINT}"
-                )
+            aid = ann["id"]
             if ann.get("iscrowd", 0):
                 skipped["crowd"] += 1
                 continue
-            if ann["image_id"] not in img_pos or ann["category_id"] not in self.cat_id_to_label:
-                raise DataError(
-                    f"{f}: annotation {aid} refers to an unknown "
-                    f"image {ann['image_id']} or category {ann['category_id']}"
-                )
+            if aid in bad_anns:
+                skipped["invalid"] += 1
+                continue
             k = img_pos[ann["image_id"]]
             h, w = (int(v) for v in self._hw[k])
-            try:
-                x, y, bw, bh = (float(v) for v in ann["bbox"])
-                rle = segmentation_to_rle(ann["segmentation"], h, w)
-            except (TypeError, ValueError) as e:
-                raise DataError(
-                    f"{f}: annotation {aid} has a malformed bbox/segmentation: {e}"
-                ) from e
+            x, y, bw, bh = (float(v) for v in ann["bbox"])
+            rle = segmentation_to_rle(ann["segmentation"], h, w)
             # clip the box to the image; degenerate if < 1 px wide/high or an empty mask
             x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + bw, w), min(y + bh, h)
             area = 0 if rle is None else int(mask_utils.area(rle))
@@ -296,7 +305,7 @@ class CocoRegions(torch.utils.data.Dataset):
         k = self._img[i]
         path = self.image_dir / self._files[k]
         if not path.is_file():
-            raise bad_file(f"COCO image {self.describe(i)} not found; {_HINT}", path)
+            raise bad_file(f"COCO image {self.describe(i)} not found; {DATA_HINT}", path)
         rgb = read_rgb(  # (H, W, 3) uint8
             path, f"COCO image {self.describe(i)}", "re-download it (`make data-coco`)"
         )
