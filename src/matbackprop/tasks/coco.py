@@ -32,7 +32,12 @@ from torch.utils.data import DataLoader
 
 from matbackprop.data import transforms as T
 from matbackprop.data.coco_regions import CocoRegions
-from matbackprop.data.region_store import PREPARE_HINT, PreparedCocoRegions, store_status
+from matbackprop.data.region_store import (
+    PREPARE_HINT,
+    PreparedCocoRegions,
+    loader_identity,
+    store_status,
+)
 from matbackprop.data.synthetic import make_synthetic_coco
 from matbackprop.engine.distributed import gather, shard
 from matbackprop.engine.logging import Confusion, Table
@@ -156,13 +161,14 @@ class CocoTask(Task):
         with self.data_errors():
             for name, (ann, images, train, min_area, limit) in splits.items():
                 store = region_store_for(root, d.get("store", "auto"), images, ann, common)
-                self.resolved[f"data.loader.{name}"] = "store" if store else "on-the-fly"
                 args = (root, ann, train)
                 kwargs = dict(
                     common, image_dir=root / images, min_area=min_area, max_items=d.get(limit)
                 )
                 ds = PreparedCocoRegions(store, *args, **kwargs) if store else None
                 setattr(self, f"{name}_set", ds or CocoRegions(*args, **kwargs))
+                # which loader data.store picked is part of the run's identity (resume)
+                self.resolved[f"data.loader.{name}"] = loader_identity(getattr(self, f"{name}_set"))
         if self.train_set.class_names != self.val_set.class_names:
             raise DataError(f"train and val annotation files of {root} list different categories")
         if len(self.train_set) == 0 or len(self.val_set) == 0:
