@@ -79,7 +79,7 @@ def test_resume_equals_uninterrupted(tmp_path, data_root, monkeypatch, before_wr
     assert result.resumed_from == (1 if before_write else 2)
 
     ref, cut = load_checkpoint(ref_dir / "last.pt"), load_checkpoint(cut_dir / "last.pt")
-    assert ref["epoch"] == cut["epoch"] == 2
+    assert ref["epoch"] == cut["epoch"] == 3  # last.pt counts epochs from 1
     for key, value in ref["model"].items():
         assert torch.equal(value, cut["model"][key]), key
     assert _comparable_rows(ref_dir) == _comparable_rows(cut_dir)  # no duplicate rows

@@ -44,7 +44,9 @@ def _copy(coco_root, tmp_path):
 def test_min_area_filters_training_only(coco_root, tmp_path):
     task = CocoTask(_coco(tmp_path, coco_root))
     # the synthetic set has one 6-pixel instance per split (< min_area=64)
-    assert task.data_stats == {
+    stats = dict(task.data_stats)
+    assert stats.pop("class_names") == task.class_names  # recorded for predict
+    assert stats == {
         "train": {"kept": 16, "crowd": 1, "degenerate": 0, "small": 1, "invalid": 0},
         "val": {"kept": 9, "crowd": 1, "degenerate": 0, "small": 0, "invalid": 0},
     }

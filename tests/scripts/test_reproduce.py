@@ -48,8 +48,9 @@ def test_options_and_overrides_in_any_order(form):
 def test_dry_run_without_data_prints_the_plan(tmp_path, capsys):
     out = tmp_path / "outputs"
     # a finished row and a partial one: skipped / resumed in the plan
-    done = out / "bsds" / "table2_deepncut_alexnet"
-    part = out / "bsds" / "table2_bsds300_deepncut_alexnet"
+    # (a run's folder names the overrides that change it: <row>/trainer.epochs=2, see README)
+    done = out / "bsds" / "table2_deepncut_alexnet" / "trainer.epochs=2"
+    part = out / "bsds" / "table2_bsds300_deepncut_alexnet" / "trainer.epochs=2"
     fp = {"fingerprint": {}}
     for folder, status in [
         (done, {"finished": True, "epochs_done": 30, **fp}),
@@ -57,8 +58,8 @@ def test_dry_run_without_data_prints_the_plan(tmp_path, capsys):
     ]:
         folder.mkdir(parents=True)
         (folder / "status.json").write_text(json.dumps(status))
-    (out / "bsds" / "table2_ncut_vgg16").mkdir(parents=True)
-    (out / "bsds" / "table2_ncut_vgg16" / "eval.json").write_text("{}")
+    (out / "bsds" / "table2_ncut_vgg16" / "trainer.epochs=2").mkdir(parents=True)
+    (out / "bsds" / "table2_ncut_vgg16" / "trainer.epochs=2" / "eval.json").write_text("{}")
     argv = ["bsds", "--dry-run", "--data-root", str(tmp_path / "none"), "--output-root", str(out)]
     code = reproduce.main([*argv, "trainer.epochs=2"])
     captured = capsys.readouterr()
