@@ -152,7 +152,7 @@ def test_table2_row_and_segmentation_figure(tmp_path):
 
 def test_reproduce_bsds_stops_without_data(tmp_path, capsys):
     code = load_script("reproduce").main(
-        ["bsds", "--data-root", str(tmp_path / "none"), "--dry-run"]
+        ["bsds", "--data-root", str(tmp_path / "none")]  # (--dry-run plans without data: exit 0)
     )
     assert code == 2
     assert "make data-bsds" in capsys.readouterr().err

