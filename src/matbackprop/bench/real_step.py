@@ -136,11 +136,18 @@ def first_batch(task: Any, indices: list[int] | None = None) -> Any:
     return next(iter(task.train_loader(0, [indices if indices is not None else batches[0]])))
 
 
-def build_step(cfg: DictConfig, device: torch.device, wrap=None, indices=None) -> RealStep:
-    """The task, model, optimizer and :class:`OptimStep` of ``cfg`` on ``device``.
-    ``wrap(module) -> (module, model)`` (e.g. SyncBatchNorm + DDP) and ``indices`` (this rank's items of the first
-    batch) are for distributed timing."""
-    task = task_factory(cfg.task)(cfg)
+def build_task(cfg: DictConfig) -> Any:
+    """The experiment's task (``task_factory(cfg.task)``), generating the synthetic data once."""
+    return task_factory(cfg.task)(cfg)
+
+
+def build_step(
+    cfg: DictConfig, device: torch.device, wrap=None, indices=None, task=None
+) -> RealStep:
+    """The task (unless given), model, optimizer and :class:`OptimStep` of ``cfg`` on
+    ``device``. ``wrap(module) -> (module, model)`` (e.g. SyncBatchNorm + DDP) and ``indices``
+    (this rank's items of the first batch) are for distributed timing."""
+    task = task if task is not None else build_task(cfg)
     module = task.build_model().to(device).train()
     channels_last = bool(cfg.trainer.get("channels_last", False))
     if channels_last:
