@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from matbackprop.bench.harness import describe, time_call
-from matbackprop.bench.real_step import WORK, _compose, build_step, compose_row, config_name
+from matbackprop.bench.real_step import WORK, build_step, compose_config, compose_row, config_name
 from matbackprop.errors import ConfigError
 
 CPU_MAX_BATCH = 8  # images per timed step on CPU (a COCO batch of 100 takes minutes there)
@@ -55,7 +55,7 @@ def time_rows(
     out = []
     for row in map(_as_row, rows):
         name, over = row["experiment"], list(row.get("overrides", []))
-        real = _compose(config_name(name), [f"experiment={name}", *over])
+        real = compose_config(config_name(name), [f"experiment={name}", *over])
         batch = int(real.trainer.batch_size)
         row.update(batch=batch, device=describe(device), steps_timed=n_steps)
         if int(real.trainer.epochs) == 0:

@@ -48,7 +48,7 @@ def config_name(experiment: str) -> str:
     return "bsds" if experiment.startswith(("table2", "demo_bsds")) else "coco"
 
 
-def _compose(name: str, overrides: Sequence[str]) -> DictConfig:
+def compose_config(name: str, overrides: Sequence[str]) -> DictConfig:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(config_name=name, overrides=list(overrides))
 
@@ -96,11 +96,11 @@ def compose_row(
     docstring's differences. ``overrides`` go last (e.g. ``trainer.precision=bf16``)."""
     name, work = config_name(experiment), Path(work).resolve()
     head = [f"experiment={experiment}", *overrides]
-    real = _compose(name, head)
+    real = compose_config(name, head)
     batch = int(batch_size or real.trainer.batch_size)
     data = [] if real.data.get("synthetic") is not None else synthetic_overrides(real, batch, work)
     fixed = [f"output_root={work}", "logger=none", "trainer.workers=0", "model.pretrained=false"]
-    return _compose(name, [*head, *data, *fixed, f"trainer.batch_size={batch}", *overrides])
+    return compose_config(name, [*head, *data, *fixed, f"trainer.batch_size={batch}", *overrides])
 
 
 @dataclass
