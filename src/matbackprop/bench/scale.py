@@ -82,7 +82,6 @@ def _ddp_child(args: argparse.Namespace) -> None:
     D.init_distributed(device.type)
     rank, world = D.rank(), D.world_size()
     cfg = compose_row(DDP_EXPERIMENT, batch_size=args.batch_size, work=args.work)
-    [(mine, weight)] = shard_batches([list(range(args.batch_size))], rank, world)
 
     def wrap(module: nn.Module) -> tuple[nn.Module, nn.Module]:
         if world == 1:
@@ -93,6 +92,7 @@ def _ddp_child(args: argparse.Namespace) -> None:
     task = build_task(cfg) if rank == 0 else None  # rank 0 first (generates the data), as the
     D.barrier()  # trainer does; then the others
     task = task if task is not None else build_task(cfg)
+    [(mine, weight)] = shard_batches([task.train_batches(0)[0]], rank, world)  # the global batch
     torch.manual_seed(0)
     step = build_step(cfg, device, wrap=wrap, indices=mine, task=task)
     step.weight = weight
