@@ -6,9 +6,10 @@
 1. DDP overhead (CPU, gloo): the same global batch of 227×227 crops through the real step of
    ``table1_deepo2p_bn`` (AlexNet conv5 -> log-cov -> BN -> linear, random init), launched by
    ``torchrun`` as 1 process with T threads and as N processes with T / N threads each. Each
-   process runs the trainer's path: the process group from the torchrun environment, the task
-   built on rank 0 first, synchronised BatchNorm + ``DistributedDataParallel``, its contiguous
-   part of the global batch with the loss weight (``shard_batches``), ``OptimStep`` (clip,
+   process runs the trainer's path (``engine.distributed``): the process group from the torchrun
+   environment, the task built on rank 0 first (``rank0_first``), synchronised BatchNorm +
+   ``DistributedDataParallel`` (``wrap_model``), its contiguous part of the global batch with
+   the loss weight (``shard_batches``), ``OptimStep`` (clip,
    non-finite all-reduce). Median seconds per step over ``steps`` after one warm-up step;
    rank 0 writes the figures to a JSON file that the caller reads back.
 2. Checkpoint: ``last.pt`` of the real DeepO2P-FC row (AlexNet conv5 -> 32,896-d log-cov
@@ -34,12 +35,6 @@ from matbackprop.bench.harness import time_call
 from matbackprop.bench.real_step import WORK, build_step, build_task, compose_row
 from matbackprop.engine import distributed as D
 from matbackprop.engine.checkpoint import save_checkpoint, write_json_atomic
-from matbackprop.engine.sync_bn import convert_sync_batchnorm
-
-try:  # moving out of the trainer (issue 14); the same function either way
-    from matbackprop.engine.distributed import shard_batches
-except ImportError:
-    from matbackprop.engine.trainer import shard_batches
 
 DDP_EXPERIMENT = "table1_deepo2p_bn"  # DeepO2P with descriptor BatchNorm: SyncBN is exercised
 CKPT_EXPERIMENT = "table1_deepo2p_fc"
@@ -84,15 +79,10 @@ def _ddp_child(args: argparse.Namespace) -> None:
     cfg = compose_row(DDP_EXPERIMENT, batch_size=args.batch_size, work=args.work)
 
     def wrap(module: nn.Module) -> tuple[nn.Module, nn.Module]:
-        if world == 1:
-            return module, module
-        module = convert_sync_batchnorm(module, device)
-        return module, nn.parallel.DistributedDataParallel(module)
+        return D.wrap_model(module, device)  # SyncBatchNorm + DDP under torchrun, as the trainer
 
-    task = build_task(cfg) if rank == 0 else None  # rank 0 first (generates the data), as the
-    D.barrier()  # trainer does; then the others
-    task = task if task is not None else build_task(cfg)
-    [(mine, weight)] = shard_batches([task.train_batches(0)[0]], rank, world)  # the global batch
+    task = D.rank0_first(build_task, cfg)  # rank 0 generates the data first, as the trainer
+    [(mine, weight)] = D.shard_batches([task.train_batches(0)[0]], rank, world)  # global batch
     torch.manual_seed(0)
     step = build_step(cfg, device, wrap=wrap, indices=mine, task=task)
     step.weight = weight
