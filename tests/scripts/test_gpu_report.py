@@ -1,5 +1,6 @@
-"""scripts/gpu_report.py: skips cleanly without CUDA; report files; bench_loader's last line."""
+"""scripts/gpu_report.py: skips cleanly without CUDA; report files; pieces get numbers back."""
 
+import argparse
 import csv
 import os
 import subprocess
@@ -8,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.conftest import load_script
+
+from matbackprop.bench import gpu_report
 
 ROOT = Path(__file__).resolve().parents[2]
-gpu_report = load_script("gpu_report")
 
 
 def test_without_cuda_says_so_and_exits_0(tmp_path):
@@ -48,10 +49,30 @@ def test_report_files(tmp_path):
     assert got[0]["device"] == "Fake GPU" and float(got[0]["value"]) == pytest.approx(0.0123456)
 
 
-def test_parse_loader_speedup():
-    assert gpu_report.parse_speedup("regions/s ...\nspeedup: 12.34x\n\n") == "12.34"
-    assert gpu_report.parse_speedup("speedup: 3.00x\nTraceback ...") is None
-    assert gpu_report.parse_speedup("") is None
+def test_pieces_get_numbers_back_from_the_bench_functions(tmp_path, monkeypatch):
+    """The loader and training pieces take the figures the bench functions return (no stdout
+    parsing); a piece that raises becomes one ``failed`` row with its traceback logged."""
+    args = argparse.Namespace(out_dir=tmp_path, logs=tmp_path, quick=True, device="cpu")
+    fake = dict(speedup=4.25, cpu={}, wall={}, many={}, regions=1, wall_speedup=1.0)
+    monkeypatch.setattr(gpu_report.bench_loader, "measure", lambda *a, **k: fake)
+    [row] = gpu_report.loader(args, sys.executable)
+    assert row["section"] == "loader" and row["value"] == 4.25 and row["unit"] == "×"
+
+    got = [dict(model="AlexNet", batch_size=4, median_s=2.0, ratio_vs_alexnet=1.0)]
+    got.append(dict(model="DeepO2P", batch_size=4, median_s=2.5, ratio_vs_alexnet=1.25))
+    monkeypatch.setattr(gpu_report.bench_training, "measure", lambda *a, **k: got)
+    rows = gpu_report.training(args, sys.executable)
+    assert ("DeepO2P step, batch 4, bf16: × AlexNet", 1.25) in [
+        (r["figure"], r["value"]) for r in rows
+    ]
+
+    def boom(*a, **k):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(gpu_report.bench_loader, "measure", boom)
+    [row] = gpu_report.loader(args, sys.executable)
+    assert row["figure"] == "failed" and row["value"] == "RuntimeError"
+    assert "CUDA out of memory" in (tmp_path / "loader.log").read_text()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
