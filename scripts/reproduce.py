@@ -108,6 +108,51 @@ def run_sequence(plans, keep_going: bool) -> int:
     return 0
 
 
+def time_plans(plans, n_steps: int) -> list[dict]:
+    """Time ``n_steps`` real training steps of every row still to run (``RowPlan.step_s``)."""
+    import torch
+
+    from matbackprop.bench.plan import time_rows
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    todo = [p for p in plans if p.epochs and not p.state.startswith("skip")]
+    print(f"[plan] timing {n_steps} real step(s) of {len(todo)} row(s) on {device} ...", flush=True)
+    timed = time_rows([p.name for p in todo], n_steps, device)
+    for p, t in zip(todo, timed):
+        p.step_s = t["s_per_step"]
+    return timed
+
+
+def estimate_lines(plans, timed: list[dict], gpus: int, nodes: int) -> list[str]:
+    """Per row and for the whole table: the wall time on 1 device and on gpus x nodes."""
+    from matbackprop.bench.plan import ASSUMPTION, estimate
+    from matbackprop.results.plan import duration
+
+    by_name = {t["experiment"]: t for t in timed}
+    device = timed[0]["device"] if timed else "?"
+    lines = [f"[plan] estimated training time (measured on {device}; {ASSUMPTION}):"]
+    one = many = 0.0
+    for p in plans:
+        t = by_name.get(p.name)
+        if t is None or t["s_per_step"] is None:
+            continue
+        a = estimate(p.steps_per_epoch, p.epochs, t["s_per_step"])
+        b = estimate(p.steps_per_epoch, p.epochs, t["s_per_step"], gpus, nodes)
+        one, many = one + a, many + b
+        lines.append(
+            f"[plan]   {p.name}: {t['s_per_step']:.3g} s/step -> {duration(a)} on 1, "
+            f"{duration(b)} on {gpus} x {nodes}  ({t['note']})"
+        )
+        if t["batch"] < gpus * nodes:
+            lines.append(
+                f"[plan]     (its global batch is {t['batch']}: {gpus * nodes} ranks need "
+                f"trainer.batch_size >= {gpus * nodes}; the estimate keeps the time per item)"
+            )
+    lines.append(f"[plan]   table: {duration(one)} on 1, {duration(many)} on {gpus} GPU(s) x "
+                 f"{nodes} node(s), rows one after another")  # fmt: skip
+    return lines
+
+
 def sweep_commands(jobs, output_root: Path, launcher: str) -> list[list[str]]:
     """All rows of one entry point as one Hydra multirun on ``launcher`` (rows in parallel)."""
     cmds = []
@@ -146,7 +191,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         choices=["sequential", "local", "slurm"],
         help="sequential (default, this process) or a Hydra multirun on submitit local / SLURM",
     )
-    # (a later --time-steps N sets RowPlan.step_s per row before plan_lines prints the plan)
+    parser.add_argument(
+        "--time-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with the plan: time N real training steps of each row (synthetic data of the "
+        "real input size, on this machine's device) and estimate the wall time (implies --dry-run)",
+    )
+    parser.add_argument("--gpus", type=int, default=8, help="GPUs per node for the estimate")
+    parser.add_argument("--nodes", type=int, default=1, help="nodes for the estimate")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     return parser.parse_intermixed_args(argv)
 
@@ -155,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     from matbackprop.train import CONFIG_DIR
 
     args = parse(argv)
+    args.dry_run = args.dry_run or args.time_steps > 0
     data_root = (args.data_root or Path(f"data/{args.table}")).resolve()
     output_root = args.output_root.resolve()
     missing = (missing_coco if args.table == "coco" else missing_bsds)(data_root)
@@ -166,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         args.table, data_root, args.overrides, output_root, CONFIG_DIR, data_present=not missing
     )
     if args.dry_run:
+        timed = time_plans(plans, args.time_steps) if args.time_steps else []
         print("\n".join(plan_lines(plans)))
+        if timed:
+            print("\n".join(estimate_lines(plans, timed, args.gpus, args.nodes)))
         if args.launcher != "sequential":
             jobs = row_jobs(args.table, data_root, args.overrides)
             for cmd in sweep_commands(jobs, output_root, args.launcher):

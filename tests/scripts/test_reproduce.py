@@ -128,3 +128,28 @@ def test_a_corrupt_status_json_is_exit_2_naming_it(tmp_path, capsys):
     assert call_cli(reproduce.main, argv) == 2
     err = capsys.readouterr().err
     assert str(run_dir / "status.json") in err and "Traceback" not in err
+
+
+def test_time_steps_times_real_steps_and_estimates_wall_time(tmp_path):
+    # the demo rows at their (small) sizes: 2 real training steps each, then the estimate
+    from matbackprop.results.plan import RowPlan
+
+    plans = [
+        RowPlan(name, "matbackprop.train", ["python"], tmp_path / name, 64, 10, 3)
+        for name in ("demo_coco_deepo2p", "demo_bsds_deepncut")
+    ]
+    plans.append(RowPlan("done", "matbackprop.train", ["python"], tmp_path, 64, 10, 3,
+                         state="skip (finished)"))  # fmt: skip
+    timed = reproduce.time_plans(plans, 2)
+    assert [t["experiment"] for t in timed] == ["demo_coco_deepo2p", "demo_bsds_deepncut"]
+    assert all(p.step_s and p.step_s > 0 for p in plans[:2]) and plans[2].step_s is None
+    lines = reproduce.estimate_lines(plans, timed, gpus=4, nodes=2)
+    coco = next(ln for ln in lines if "demo_coco_deepo2p" in ln)
+    assert " on 1, " in coco and "on 4 x 2" in coco
+    s = plans[0].step_s
+    one, eight = 10 * 3 * s, 10 * 3 * s / 8  # 10 steps/epoch x 3 epochs, linear over 8 ranks
+    from matbackprop.results.plan import duration
+
+    assert f"-> {duration(one)} on 1, {duration(eight)} on 4 x 2" in coco
+    assert lines[-1].startswith("[plan]   table: ") and "linear scaling" in lines[0]
+    assert any("ranks need trainer.batch_size >= 8" in ln for ln in lines)  # BSDS demo batch 4
