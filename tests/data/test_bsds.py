@@ -1,7 +1,6 @@
 """BSDS loader: official / flat layouts, splits of both protocols, .mat parsing, errors."""
 
 import hashlib
-import importlib.util
 import io
 import tarfile
 from pathlib import Path
@@ -26,12 +25,9 @@ def synth(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dl():
-    spec = importlib.util.spec_from_file_location(
-        "download_bsds", REPO / "scripts" / "download_bsds.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from tests.conftest import load_script
+
+    return load_script("download_bsds")
 
 
 def write_gt(path, segs, kx1=False):

@@ -1,22 +1,18 @@
 """scripts/download_coco.py helpers, offline: md5, resumable download, layout check, fetch."""
 
 import hashlib
-import importlib.util
 import io
 import json
 import urllib.error
 import zipfile
-from pathlib import Path
 
 import pytest
+from tests.conftest import load_script
 
 from matbackprop.data.download import DownloadError
 from matbackprop.errors import DataError
 
-_PATH = Path(__file__).resolve().parents[2] / "scripts" / "download_coco.py"
-_spec = importlib.util.spec_from_file_location("download_coco", _PATH)
-dl = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(dl)
+dl = load_script("download_coco")
 
 CONTENT = bytes(range(256)) * 9000  # 2.3 MB, more than two 1 MiB chunks
 
