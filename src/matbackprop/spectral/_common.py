@@ -113,6 +113,25 @@ class InvalidValuesError(ValueError):
     reports it as such); shape and type errors stay plain ``ValueError``s."""
 
 
+def refuse_double_backward(name: str) -> None:
+    """Call first in a layer's ``backward``: raise unless the backward runs without a graph.
+
+    The layers' backward passes are exact but not themselves differentiable (they use the saved
+    eigen-/singular vectors as constants), so a second derivative through them — ``create_graph
+    =True``: Hessian-vector products, gradient penalties, MAML — would silently miss the terms
+    from the dependence of U, Λ on the input. Instead of a wrong number this raises at once.
+    (Inside a backward pass grad mode is on exactly when ``create_graph=True``.)
+    """
+    if torch.is_grad_enabled():
+        raise NotImplementedError(
+            f"{name}: double backward (create_graph=True: Hessian-vector products, gradient "
+            "penalties through this layer, MAML) is not supported: its exact backward is not "
+            "itself differentiable, and a second derivative through it would be wrong. Take "
+            "second derivatives by finite differences of gradients, or keep this layer out of "
+            "the create_graph=True pass"
+        )
+
+
 def _check_type(x: Tensor, name: str) -> None:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")

@@ -15,6 +15,7 @@ Its backward is the projector formula (SPEC §2) with S = Q_T Q_Tᵀ, evaluated 
 so the cost is O(m d²) for the Gram matrix ZᵀZ and O(m d k) for everything else; memory
 O(m d). Gradients flow through D on both sides (Z and T) by ordinary autograd. The rank of
 Z is numerical (eigenvalues of ZᵀZ above ``rtol · λ_max``) and is returned for monitoring.
+Double backward is refused (``NotImplementedError``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ._common import (
     check_float,
     exact,
     full_precision,
+    refuse_double_backward,
     upcast,
     validation_enabled,
 )
@@ -69,6 +71,7 @@ class _ProjectorAlignment(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gc: Tensor, _grank):
+        refuse_double_backward("ncut_alignment_loss")
         z, q, pm = ctx.saved_tensors
         gc = gc.double()[:, None, None]
         gz, gq = torch.empty_like(z), torch.empty_like(q)
