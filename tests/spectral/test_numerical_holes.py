@@ -193,3 +193,19 @@ def test_powm_gradient_overflow_raises_in_float32_and_is_right_in_float64(device
     sym_powm(x64, -0.5).sum().backward()
     want = torch.full((3,), -0.5 * 1e45, dtype=torch.float64)
     torch.testing.assert_close(x64.grad.diagonal().cpu(), want, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("scale", [1e19, 1e30])
+def test_log_cov_pool_gram_route_float32_deepo2p_size_large_features(device, scale):
+    """The issue's case: d = 256, 13 × 13 (N < d), float32 features × 1e19: the forward was
+    finite and the gradient NaN (F Ḡ Fᵀ overflowed float32). Against the float64 features."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.relu(torch.randn(2, 256, 13, 13, generator=gen)) * scale
+    g = torch.randn(2, 256, 256, generator=gen)
+    grads = []
+    for dt in (torch.float32, torch.float64):
+        xx = x.to(dt).to(device).requires_grad_()
+        (gx,) = torch.autograd.grad((log_cov_pool(xx) * g.to(dt).to(device)).sum(), xx)
+        grads.append(gx.double().cpu())
+    assert torch.isfinite(grads[0]).all()
+    assert ((grads[0] - grads[1]).norm() / grads[1].norm()).item() < 1e-5
