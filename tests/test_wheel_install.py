@@ -70,7 +70,9 @@ def _top_level_paths(dists: set[str]) -> set[Path]:
 def test_wheel_in_fresh_venv_needs_only_torch(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     src = tmp_path / "src_copy"  # build from a copy: no build/ or egg-info in the checkout
-    shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    shutil.copytree(
+        ROOT / "src", src / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__")
+    )
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     wheels = tmp_path / "wheels"

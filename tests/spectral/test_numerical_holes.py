@@ -99,8 +99,13 @@ def _mp_logcov_grad(x, mask, g, eps):
 
 @pytest.mark.parametrize(
     "dt,scale",
-    [(torch.float32, 1.0), (torch.float32, 1e19), (torch.float32, 1e30), (torch.float32, 1e-20),
-     (torch.float64, 1e60)],
+    [
+        (torch.float32, 1.0),
+        (torch.float32, 1e19),
+        (torch.float32, 1e30),
+        (torch.float32, 1e-20),
+        (torch.float64, 1e60),
+    ],
 )
 @pytest.mark.parametrize("masked", [False, True], ids=["plain", "mask-with-zero"])
 def test_log_cov_pool_gram_route_at_extreme_scales(device, dt, scale, masked):
@@ -146,7 +151,9 @@ def test_sqrtm_at_a_zero_eigenvalue(device, dtype):
     while the docs said '∞ along a zero eigenvalue')."""
     x = torch.diag(torch.tensor([4.0, 0.0, 9.0], dtype=dtype, device=device)).requires_grad_()
     y = sym_sqrtm(x)
-    torch.testing.assert_close(y.diagonal(), torch.tensor([2.0, 0.0, 3.0], dtype=dtype, device=device), **tol(dtype))
+    torch.testing.assert_close(
+        y.diagonal(), torch.tensor([2.0, 0.0, 3.0], dtype=dtype, device=device), **tol(dtype)
+    )
     with pytest.raises(InvalidValuesError, match="not differentiable at a singular matrix"):
         y.sum().backward()
     # the same at a zero eigenvalue for λ^p, 0 < p < 1; p ≥ 1 is differentiable there
@@ -165,7 +172,9 @@ def test_sqrtm_near_singular_but_definite_gradient_is_right(device):
     torch.testing.assert_close(x.grad.cpu(), want, rtol=1e-10, atol=0)
 
 
-@pytest.mark.parametrize("dt,lam", [(torch.float32, 1e3), (torch.float32, 89.0), (torch.float64, 710.0)])
+@pytest.mark.parametrize(
+    "dt,lam", [(torch.float32, 1e3), (torch.float32, 89.0), (torch.float64, 710.0)]
+)
 def test_expm_overflow_raises(device, dt, lam):
     """Before: sym_expm(1e3·I) returned inf silently."""
     with pytest.raises(InvalidValuesError, match="overflows"):

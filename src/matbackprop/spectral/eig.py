@@ -69,6 +69,11 @@ def eig_layer(x: Tensor, validate: bool = True) -> tuple[Tensor, Tensor]:
 
     Note:
         Eigenvector gradients are undefined at ties; see the module docstring.
+
+    Example:
+        >>> lam, u = eig_layer(torch.tensor([[2.0, 1.0], [1.0, 2.0]]))
+        >>> lam
+        tensor([1., 3.])
     """
     x = upcast(x)
     if validate:

@@ -255,7 +255,13 @@ def sym_matfun(
 
     Raises:
         ValueError: non-square, non-float, non-finite, non-symmetric input, or spectrum outside
-            ``domain``.
+            ``domain`` (InvalidValuesError for the values).
+        NotImplementedError: double backward (``create_graph=True``).
+
+    Example:
+        >>> x = torch.diag(torch.tensor([0.0, 1.0], dtype=torch.float64))
+        >>> sym_matfun(x, torch.tanh, lambda t: 1 - torch.tanh(t) ** 2).diagonal()
+        tensor([0.0000, 0.7616], dtype=torch.float64)
     """
     x = upcast(x)
     if validate:
@@ -297,7 +303,7 @@ def sym_logm(x: Tensor, validate: bool = True) -> Tensor:
             f′(λ_min) = 1/λ_min (at backward; e.g. float32 λ_min < 3e-39).
 
     Example:
-        >>> x = 2 * torch.eye(3, dtype=torch.float64, requires_grad=True)
+        >>> x = (2 * torch.eye(3, dtype=torch.float64)).requires_grad_()
         >>> sym_logm(x).diagonal()
         tensor([0.6931, 0.6931, 0.6931], dtype=torch.float64, grad_fn=<DiagonalBackward0>)
         >>> sym_logm(x).trace().backward()

@@ -158,7 +158,9 @@ class _LogGramPlusEps(torch.autograd.Function):
         return gf, None, None, None
 
 
-def _features_matrix(x: Tensor, mask: Tensor | None, centered: bool) -> tuple[Tensor, Tensor | None]:
+def _features_matrix(
+    x: Tensor, mask: Tensor | None, centered: bool
+) -> tuple[Tensor, Tensor | None]:
     """F = diag(√(w/Σw)) (features − mean) as (B, N, d), x's dtype (autograd flows to x), and
     the positions of weight 0 (B, N) bool (None without a mask)."""
     b, d, h, w = x.shape
@@ -180,9 +182,7 @@ def _features_matrix(x: Tensor, mask: Tensor | None, centered: bool) -> tuple[Te
 GRAM_FLOAT32_MAX = 2.0**40
 
 
-def _check_pool_inputs(
-    x: Tensor, mask: Tensor | None, eps: float, validate: bool
-) -> float | None:
+def _check_pool_inputs(x: Tensor, mask: Tensor | None, eps: float, validate: bool) -> float | None:
     """Shapes and eps always (free); values with one fused host sync when validating.
     Returns max |x| (read in the same sync), or None when not validating."""
     if not isinstance(x, Tensor) or x.ndim != 4:
@@ -318,6 +318,10 @@ def triu_vec(y: Tensor) -> Tensor:
     """Upper triangle of symmetric matrices with off-diagonals × √2 (keeps the Frobenius norm).
 
     Shape: y (..., d, d) -> (..., d(d+1)/2).
+
+    Example:
+        >>> triu_vec(torch.tensor([[1.0, 2.0], [2.0, 3.0]]))
+        tensor([1.0000, 2.8284, 3.0000])
     """
     if y.ndim < 2 or y.shape[-1] != y.shape[-2]:
         raise ValueError(f"triu_vec: expected (..., d, d), got {tuple(y.shape)}")

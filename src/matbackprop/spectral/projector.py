@@ -67,6 +67,11 @@ def projector(z: Tensor, rtol: float | None = None, validate: bool = True) -> Te
 
     Shape:
         z (..., m, n) -> (..., m, m).
+
+    Example:
+        >>> projector(torch.tensor([[1.0], [1.0]]))
+        tensor([[0.5000, 0.5000],
+                [0.5000, 0.5000]])
     """
     z = upcast(z)
     if validate:

@@ -90,6 +90,14 @@ def svd_layer(x: Tensor, validate: bool = True) -> tuple[Tensor, Tensor, Tensor]
 
     Raises:
         ValueError: input not a float32/float64 matrix batch, or non-finite.
+        NotImplementedError: double backward (``create_graph=True``).
+
+    Example:
+        >>> u, s, v = svd_layer(torch.tensor([[3.0, 0.0], [0.0, -2.0], [0.0, 0.0]]))
+        >>> s
+        tensor([3., 2.])
+        >>> u.shape, v.shape
+        (torch.Size([3, 2]), torch.Size([2, 2]))
     """
     x = upcast(x)
     if validate:
