@@ -9,8 +9,8 @@ import pytest
 import scipy.linalg as sla
 import torch
 
-from matbackprop.spectral import LogCovPool, log_cov_pool, sym_logm, triu_vec
-from matbackprop.spectral.pooling import dd_log1p_ratio
+from matbackprop.spectral import LogCovPool, log_cov_pool, pooling, sym_logm, triu_vec
+from matbackprop.spectral.pooling import dd_log1p_ratio, dd_log1p_ratio_sorted
 
 from ..conftest import tol
 
@@ -184,3 +184,29 @@ def test_module_and_dtype():
 def test_bad_input_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         log_cov_pool(**kwargs)
+
+
+def test_dd_log1p_ratio_sorted_table_against_mpmath(dtype, monkeypatch):
+    """The backward's table from the ascending spectrum (both the CPU block path and the
+    torch.where path) equals 50-digit φ[x_i, x_j] at ties, near ties and in every regime."""
+    mpmath.mp.dps = 50
+
+    def phi(v):
+        return mpmath.log1p(v) / v if v != 0 else mpmath.mpf(1)
+
+    vals = [0.0, 0.0, 1e-9, 3e-4, 9.9e-4, 1e-3, 1.01e-3, 0.029, 0.031, 0.5, 1.0, 1 + 1e-9]
+    vals += [1 + 1e-5, 3.0, 1e2, 1e5, 1e5 * (1 + 1e-7), 1e8]
+    x = torch.tensor(sorted(vals), dtype=dtype)
+    tables = [dd_log1p_ratio_sorted(x)]
+    monkeypatch.setattr(pooling, "SUBSET_ON_CPU", False)
+    tables.append(dd_log1p_ratio_sorted(x))
+    for table in tables:
+        worst = 0.0
+        for i, j in itertools.product(range(len(vals)), repeat=2):
+            a, b = mpmath.mpf(float(x[i])), mpmath.mpf(float(x[j]))
+            if a == b:
+                ref = mpmath.diff(phi, a) if a != 0 else mpmath.mpf(-0.5)
+            else:
+                ref = (phi(a) - phi(b)) / (a - b)
+            worst = max(worst, abs(float(table[i, j]) - float(ref)) / abs(float(ref)))
+        assert worst < (1e-12 if dtype == torch.float64 else 1e-5), worst

@@ -88,6 +88,21 @@ def dd_log(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(z.abs() <= 0.5, near, far)
 
 
+def loewner_log_sorted(lam: Tensor) -> Tensor:
+    """The table F_ij = (log λ_i − log λ_j)/(λ_i − λ_j), F_ii = 1/λ_i, for ascending λ > 0
+    (an eigh spectrum): (..., n) -> (..., n, n), equal to :func:`dd_log` on all pairs.
+
+    With s = λ_i ≤ t = λ_j (upper triangle; the lower one is its transpose) and δ = (t − s)/s ≥ 0,
+    F = log1p(δ)/(t − s): one log1p, cancellation-free (relative error a few eps at any gap,
+    exact 1/s at ties), in about a third of the passes of the pairwise formula."""
+    inv_s = (1.0 / lam).unsqueeze(-1)
+    d = lam.unsqueeze(-2) - lam.unsqueeze(-1)  # t − s, ≥ 0 above the diagonal
+    table = torch.where(d > 0, torch.log1p(d * inv_s) / d, inv_s)
+    n = lam.shape[-1]
+    upper = torch.ones(n, n, dtype=torch.bool, device=lam.device).triu()
+    return torch.where(upper, table, table.mT)
+
+
 def dd_exp(a: Tensor, b: Tensor) -> Tensor:
     """Divided difference of exp at (a, b): exp((a+b)/2) sinh(h)/h, h = (a−b)/2."""
     return torch.exp(0.5 * (a + b)) * _sinhc(0.5 * (a - b))
@@ -142,7 +157,7 @@ class _SymMatFun(torch.autograd.Function):
         lam, u = torch.linalg.eigh(x)  # (..., n), (..., n, n)
         lam, ctx.backward_error = _check_spectrum(lam, f, dd, domain, check, spec)
         y = (u * f(lam).unsqueeze(-2)) @ u.mT  # (..., n, n)
-        ctx.dd, ctx.name = dd, spec.name
+        ctx.dd, ctx.name, ctx.loewner = dd, spec.name, spec.loewner
         ctx.save_for_backward(lam, u)
         return sym(y)
 
@@ -153,19 +168,27 @@ class _SymMatFun(torch.autograd.Function):
             raise InvalidValuesError(f"{ctx.name}: {ctx.backward_error}")
         lam, u = ctx.saved_tensors
         with exact():
-            loewner = ctx.dd(lam.unsqueeze(-1), lam.unsqueeze(-2))  # (..., n, n), F_ii = f′(λ_i)
+            if ctx.loewner is not None:  # a faster table for the ascending spectrum
+                loewner = ctx.loewner(lam)
+            else:
+                loewner = ctx.dd(
+                    lam.unsqueeze(-1), lam.unsqueeze(-2)
+                )  # (..., n, n), F_ii = f′(λ_i)
             gx = u @ (loewner * (u.mT @ sym(g) @ u)) @ u.mT
         return sym(gx), None, None, None, None, None
 
 
 class _Spec(NamedTuple):
     """What the spectrum check may assume of f: ``monotone`` (f and f′ monotone on the domain,
-    so their largest magnitudes sit at the extreme eigenvalues: overflow is checked there) and
-    ``singular_at_zero`` (f′(0) = ∞, e.g. √λ: not differentiable at a singular matrix)."""
+    so their largest magnitudes sit at the extreme eigenvalues: overflow is checked there),
+    ``singular_at_zero`` (f′(0) = ∞, e.g. √λ: not differentiable at a singular matrix) and
+    ``loewner`` (optional: the divided-difference table from the ascending spectrum, faster
+    than the pairwise ``dd``)."""
 
     name: str = "sym_matfun"
     monotone: bool = False
     singular_at_zero: bool = False
+    loewner: Callable[[Tensor], Tensor] | None = None
 
 
 def _check_spectrum(
@@ -281,12 +304,19 @@ def sym_matfun(
 
 @full_precision
 def _named(
-    name: str, x: Tensor, f, dd, domain: str, validate: bool, singular_at_zero: bool = False
+    name: str,
+    x: Tensor,
+    f,
+    dd,
+    domain: str,
+    validate: bool,
+    singular_at_zero: bool = False,
+    loewner: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     x = upcast(x)
     if validate:
         check_symmetric(x, name)
-    spec = _Spec(name, monotone=True, singular_at_zero=singular_at_zero)
+    spec = _Spec(name, monotone=True, singular_at_zero=singular_at_zero, loewner=loewner)
     try:
         return _SymMatFun.apply(x, f, dd, domain, validate and validation_enabled(), spec)
     except ValueError as e:  # keeps the class (InvalidValuesError or ValueError)
@@ -310,7 +340,7 @@ def sym_logm(x: Tensor, validate: bool = True) -> Tensor:
         >>> x.grad.diagonal()  # 1/λ along the 3-fold tie, exactly
         tensor([0.5000, 0.5000, 0.5000], dtype=torch.float64)
     """
-    return _named("sym_logm", x, torch.log, dd_log, "pd", validate)
+    return _named("sym_logm", x, torch.log, dd_log, "pd", validate, loewner=loewner_log_sorted)
 
 
 def sym_expm(x: Tensor, validate: bool = True) -> Tensor:

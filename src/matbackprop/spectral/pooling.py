@@ -48,7 +48,7 @@ from ._common import (
     upcast,
     validation_enabled,
 )
-from .matfun import _named, dd_log
+from .matfun import _named, dd_log, loewner_log_sorted
 
 # ----------------------------------------------------------------------------- g(λ) = log1p(λ/ε)/λ
 
@@ -113,12 +113,46 @@ def dd_log1p_ratio(x: Tensor, y: Tensor) -> Tensor:
     return torch.where(near, _dd_log1p_ratio_near(s, t), far)
 
 
+def dd_log1p_ratio_sorted(x: Tensor) -> Tensor:
+    r"""The table φ[x_i, x_j] for ascending x ≥ 0 (an eigh spectrum), (..., n) -> (..., n, n).
+
+    Equal to :func:`dd_log1p_ratio` on all pairs, in about half the passes: with s = x_i ≤
+    t = x_j (the upper triangle; the lower one is its transpose),
+
+        φ[s, t] = (ℓ[s, t] − φ(s)) / t,   ℓ[s, t] = log1p((t − s)/(1 + s)) / (t − s)
+
+    (ℓ the divided difference of log1p, cancellation-free; ℓ[s, s] = 1/(1 + s)), since
+    φ(s) = ℓ[0, s]. The subtraction cancels only when t is tiny: there (t < 1e-3 in float64)
+    the Taylor series of :func:`dd_log1p_ratio` is used, on the leading block of small values
+    only on the CPU (no host sync on CUDA: ``torch.where`` over the whole table).
+    """
+    small = 1e-3 if x.dtype == torch.float64 else 3e-2
+    inv1ps = (1.0 / (1.0 + x)).unsqueeze(-1)  # 1/(1 + s), rows
+    s, t = x.unsqueeze(-1), x.unsqueeze(-2)
+    d = t - s  # ≥ 0 on the upper triangle
+    ell = torch.where(d > 0, torch.log1p(d * inv1ps) / d, inv1ps)
+    r = (ell - log1p_ratio(x).unsqueeze(-1)) / t
+    if SUBSET_ON_CPU and x.device.type == "cpu":
+        k = int((x < small).sum(-1).max()) if x.numel() else 0  # leading block (x ascending)
+        if k:
+            blk = _dd_log1p_ratio_near(x[..., :k].unsqueeze(-1), x[..., :k].unsqueeze(-2))
+            r[..., :k, :k] = torch.where(x[..., :k].unsqueeze(-2) < small, blk, r[..., :k, :k])
+    else:
+        r = torch.where(t < small, _dd_log1p_ratio_near(s, t.expand_as(r)), r)
+    n = x.shape[-1]
+    upper = torch.ones(n, n, dtype=torch.bool, device=x.device).triu()
+    return torch.where(upper, r, r.mT)
+
+
 class _LogGramPlusEps(torch.autograd.Function):
     """Y = log(FᵀF + εI) via the N × N Gram matrix (N < d). F: (B, N, d) -> Y: (B, d, d).
 
     The Gram matrix, its eigendecomposition and the divided differences run in ``cdt``
-    (float64 by default); the O(N d²) products with F run in F's dtype (mixed precision for
-    float32 features: measured gradient error ~1e-6 against the float64 reference).
+    (float64 by default); every product (with F, and with the eigenvectors V) runs in F's
+    dtype (mixed precision for float32 features: measured gradient error ~1e-6 against the
+    float64 reference). The products with the orthogonal V add no more rounding than the
+    products with F already do, and the result is cast to F's dtype anyway; the sensitive part,
+    the spectrum and its divided differences (values near ε), stays in ``cdt``.
     """
 
     @staticmethod
@@ -135,26 +169,27 @@ class _LogGramPlusEps(torch.autograd.Function):
         lam, v = torch.linalg.eigh(a)  # (B, N), (B, N, N)
         lam = lam.clamp_min(0)  # A is PSD; eigh noise can dip below 0
         g = log1p_ratio(lam / eps) / eps  # (B, N)
-        h = (v * g.unsqueeze(-2)) @ v.mT  # h(A) = V g(Λ) Vᵀ  (B, N, N)
-        hf = h.to(f.dtype) @ f  # h(A) F  (B, N, d)
+        vp = v.to(f.dtype)  # products in F's dtype
+        h = (vp * g.to(f.dtype).unsqueeze(-2)) @ vp.mT  # h(A) = V g(Λ) Vᵀ  (B, N, N)
+        hf = h @ f  # h(A) F  (B, N, d)
         y = sym(f.mT @ hf) + math.log(eps) * torch.eye(f.shape[-1], dtype=f.dtype, device=f.device)
         ctx.eps = eps
-        ctx.save_for_backward(f, lam, v, hf)
+        ctx.save_for_backward(f, lam, vp, h)
         return y
 
     @staticmethod
     def backward(ctx, gy: Tensor):
         refuse_double_backward("log_cov_pool")
-        f, lam, v, hf = ctx.saved_tensors
+        f, lam, v, h = ctx.saved_tensors  # v, h in F's dtype
         eps = ctx.eps
         with exact():
             gbar = sym(gy)  # (B, d, d)
             fg = f @ gbar  # F Ḡ  (B, N, d)
-            gh = (fg @ f.mT).to(v.dtype)  # F Ḡ Fᵀ  (B, N, N)
-            x = lam / eps
-            phi = dd_log1p_ratio(x.unsqueeze(-1), x.unsqueeze(-2)) / (eps * eps)  # g[λi, λj]
-            ga = v @ (phi * (v.mT @ gh @ v)) @ v.mT  # ∂L/∂A  (B, N, N)
-            gf = 2.0 * (hf @ gbar + sym(ga).to(f.dtype) @ f)  # (B, N, d)
+            gh = fg @ f.mT  # F Ḡ Fᵀ  (B, N, N)
+            phi = dd_log1p_ratio_sorted(lam / eps) / (eps * eps)  # g[λi, λj], in cdt
+            ga = v @ (phi.to(v.dtype) * (v.mT @ gh @ v)) @ v.mT  # ∂L/∂A  (B, N, N)
+            # ∂L/∂F = 2 (h F Ḡ + (∂L/∂A) F) = 2 (h (F Ḡ) + sym(∂L/∂A) F): O(N² d) each
+            gf = 2.0 * (h @ fg + sym(ga) @ f)  # (B, N, d)
         return gf, None, None, None
 
 
@@ -310,7 +345,9 @@ def log_cov_pool(
     elif method == "eig":
         fc = f.to(dtype)
         c = fc.mT @ fc + eps * torch.eye(d, dtype=dtype, device=x.device)  # (B, d, d)
-        y = _named("log_cov_pool", sym(c), torch.log, dd_log, "pd", False)  # sym_logm
+        y = _named(
+            "log_cov_pool", sym(c), torch.log, dd_log, "pd", False, loewner=loewner_log_sorted
+        )
     return y.to(x.dtype)
 
 
