@@ -142,12 +142,23 @@ def _check_type(x: Tensor, name: str) -> None:
         )
 
 
+def _minmax_finite(x: Tensor) -> Tensor:
+    """0-dim bool tensor: every entry of the non-empty x is finite. One pass (min and max
+    propagate NaN, and ±inf shows in them) instead of isfinite's several."""
+    lo, hi = torch.aminmax(x.detach())
+    return torch.isfinite(lo) & torch.isfinite(hi)
+
+
+def _all_finite(x: Tensor) -> bool:
+    return bool(_minmax_finite(x))  # the one sync
+
+
 def check_float(x: Tensor, name: str) -> None:
     """Raise ValueError unless `x` is a float32/float64 tensor with only finite values.
 
     One host synchronisation; none when validation is off (:func:`set_validation`)."""
     _check_type(x, name)
-    if _VALIDATE and not bool(torch.isfinite(x.detach()).all()):
+    if _VALIDATE and x.numel() and not _all_finite(x):
         raise InvalidValuesError(f"{name}: input contains non-finite values (NaN or Inf)")
 
 
@@ -164,9 +175,11 @@ def check_symmetric(x: Tensor, name: str) -> None:
         return
     x = x.detach()
     asym = (x - x.mT).abs().amax(dim=(-2, -1))
-    scale = x.abs().amax(dim=(-2, -1)).clamp_min(torch.finfo(x.dtype).tiny)
+    lo, hi = torch.aminmax(x.flatten(-2), dim=-1)  # one pass for scale and finiteness
+    scale = torch.maximum(-lo, hi).clamp_min(torch.finfo(x.dtype).tiny)
     worst = (asym / scale).amax()
-    worst = float(torch.where(torch.isfinite(x).all(), worst, -1.0))  # the one sync
+    finite = torch.isfinite(lo).all() & torch.isfinite(hi).all()
+    worst = float(torch.where(finite, worst, -1.0))  # the one sync
     if worst < 0:
         raise InvalidValuesError(f"{name}: input contains non-finite values (NaN or Inf)")
     if worst > SYM_RTOL[x.dtype]:

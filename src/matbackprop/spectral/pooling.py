@@ -238,7 +238,8 @@ def _check_pool_inputs(x: Tensor, mask: Tensor | None, eps: float, validate: boo
     if not (validate and validation_enabled()) or x.numel() == 0:
         return None
     xd = x.detach()
-    flags = [torch.isfinite(xd).all(), xd.abs().amax()]
+    lo, hi = torch.aminmax(xd)  # one pass: finiteness and scale
+    flags = [torch.isfinite(lo) & torch.isfinite(hi), torch.maximum(-lo, hi)]
     if mask is not None:
         m = mask.detach().to(x.device)
         flags += [(torch.isfinite(m) & (m >= 0)).all(), (m.reshape(b, -1).sum(-1) > 0).all()]
