@@ -120,3 +120,10 @@ def test_auto_on_cuda_decides_and_matches_same(fresh_decisions):
     torch.testing.assert_close(pooled_a, pooled_s, rtol=1e-5, atol=1e-6)
     d = o2p.pool_device_decision()
     assert d["choice"] in ("same", "cpu") and set(d["timings_s"]) == {"same", "cpu"}
+
+
+def test_auto_measuring_leaves_the_global_rng_alone(fresh_decisions):
+    """A resumed run must replay bitwise: deciding may not draw from the global generator."""
+    state = torch.get_rng_state()
+    o2p.decide_pool_device(o2p.LogCovPool(), torch.rand(2, 12, 3, 3), None, runs=1, measure=True)
+    assert torch.equal(torch.get_rng_state(), state)

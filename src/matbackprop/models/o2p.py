@@ -103,7 +103,8 @@ def decide_pool_device(
         decision = dict(choice="same", key=keyd, timings_s=None, reason="the trunk runs on the CPU")
     else:
         with torch.enable_grad():
-            g = torch.randn(x.shape[0], x.shape[1], x.shape[1], device=x.device)
+            gen = torch.Generator(device=x.device).manual_seed(0)  # leaves the global RNG alone
+            g = torch.randn(x.shape[0], x.shape[1], x.shape[1], device=x.device, generator=gen)
             samples: dict[str, list[float]] = {"same": [], "cpu": []}
             for r in range(runs + 1):
                 for where in ("same", "cpu") if r % 2 else ("cpu", "same"):
