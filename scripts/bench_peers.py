@@ -541,28 +541,25 @@ def main(argv: list[str] | None = None) -> int:
     targets.append(("log_cov_pool B=32 d=256: ≥ 1.3× eigh+autograd f32", r32, r32 >= 1.3))
     targets.append(("log_cov_pool B=32 d=256: ≥ 1.8× eigh+autograd f64", r64, r64 >= 1.8))
     rs = pick("logm", "B=32 d=256", "torchspd 0.1.2", "ours_faster_by")
-    ours_acc = {
-        k: v
-        for (o, dt, m), row in wide.items()
-        if o == "logm" and m == "ours"
-        for k, v in row.items()
-        if k in KINDS and dt == "float32"
-    }
-    spd_acc = {
-        k: v
-        for (o, dt, m), row in wide.items()
-        if o == "logm" and m == "torchspd 0.1.2"
-        for k, v in row.items()
-        if k in KINDS and dt == "float32"
-    }
-    acc_ok = bool(spd_acc) and all(
-        ours_acc[k] <= 1.5 * spd_acc[k] or spd_acc[k] != spd_acc[k] for k in KINDS
-    )
+
+    def acc_of(method):  # (dtype, kind) -> logm gradient error
+        return {
+            (dt, k): v
+            for (o, dt, m), row in wide.items()
+            if o == "logm" and m == method
+            for k, v in row.items()
+            if k in KINDS
+        }
+
+    ours_acc, spd_acc = acc_of("ours"), acc_of("torchspd 0.1.2")
+    # "equal or better": ours ≤ theirs at every gap and dtype (1 % slack: the same eigh)
+    worst = max((ours_acc[k] / spd_acc[k] for k in spd_acc), default=float("nan"))
+    acc_ok = bool(spd_acc) and all(ours_acc[k] <= 1.01 * spd_acc[k] for k in spd_acc)
     targets.append(("sym_logm (32,256,256) f32: ≥ 1.5× torchspd", rs, rs >= 1.5))
     targets.append(
         (
-            "sym_logm f32 gradient error ≤ torchspd's at every gap (within 1.5×)",
-            float("nan"),
+            "sym_logm gradient error ≤ torchspd's at every gap, f32 and f64 (worst ratio)",
+            worst,
             acc_ok,
         )
     )
@@ -578,8 +575,11 @@ def main(argv: list[str] | None = None) -> int:
     _write_csv(args.out, rows + acc + splits)
     print(f"\nwrote {args.out}")
     n_met = sum(ok for *_, ok in targets)
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"summary: {n_met}/{len(targets)} targets met on {args.device} ({dev}); load average {load:.1f}"
+        f"summary: {n_met}/{len(targets)} targets met on {args.device} ({dev}), "
+        f"{torch.get_num_threads()} threads, {args.clock} clock; load average {load:.1f} at the "
+        f"start, {load_end:.1f} at the end"
     )
     return 0
 

@@ -124,6 +124,7 @@ def test_auto_on_cuda_decides_and_matches_same(fresh_decisions):
 
 def test_auto_measuring_leaves_the_global_rng_alone(fresh_decisions):
     """A resumed run must replay bitwise: deciding may not draw from the global generator."""
+    x = torch.rand(2, 12, 3, 3)
     state = torch.get_rng_state()
-    o2p.decide_pool_device(o2p.LogCovPool(), torch.rand(2, 12, 3, 3), None, runs=1, measure=True)
+    o2p.decide_pool_device(o2p.LogCovPool(), x, None, runs=1, measure=True)
     assert torch.equal(torch.get_rng_state(), state)

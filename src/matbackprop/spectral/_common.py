@@ -46,7 +46,7 @@ def validation_enabled() -> bool:
 
 def sym(x: Tensor) -> Tensor:
     """sym(X) = (X + Xᵀ) / 2 over the last two dimensions."""
-    return 0.5 * (x + x.mT)
+    return (x + x.mT).mul_(0.5)  # one temporary, halved in place (autograd-safe: add keeps nothing)
 
 
 @contextlib.contextmanager

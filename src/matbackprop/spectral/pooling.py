@@ -172,7 +172,8 @@ class _LogGramPlusEps(torch.autograd.Function):
         vp = v.to(f.dtype)  # products in F's dtype
         h = (vp * g.to(f.dtype).unsqueeze(-2)) @ vp.mT  # h(A) = V g(Λ) Vᵀ  (B, N, N)
         hf = h @ f  # h(A) F  (B, N, d)
-        y = sym(f.mT @ hf) + math.log(eps) * torch.eye(f.shape[-1], dtype=f.dtype, device=f.device)
+        y = sym(f.mT @ hf)
+        y.diagonal(dim1=-2, dim2=-1).add_(math.log(eps))  # + log ε · I, in place
         ctx.eps = eps
         ctx.save_for_backward(f, lam, vp, h)
         return y
@@ -189,7 +190,7 @@ class _LogGramPlusEps(torch.autograd.Function):
             phi = dd_log1p_ratio_sorted(lam / eps) / (eps * eps)  # g[λi, λj], in cdt
             ga = v @ (phi.to(v.dtype) * (v.mT @ gh @ v)) @ v.mT  # ∂L/∂A  (B, N, N)
             # ∂L/∂F = 2 (h F Ḡ + (∂L/∂A) F) = 2 (h (F Ḡ) + sym(∂L/∂A) F): O(N² d) each
-            gf = 2.0 * (h @ fg + sym(ga) @ f)  # (B, N, d)
+            gf = torch.baddbmm(h @ fg, sym(ga), f).mul_(2.0)  # (B, N, d)
         return gf, None, None, None
 
 
