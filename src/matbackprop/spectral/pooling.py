@@ -313,7 +313,8 @@ def log_cov_pool(
         ValueError: wrong shapes, no spatial positions (H·W = 0), eps ≤ 0, a bad mask.
         InvalidValuesError: non-finite features, or a feature scale that overflows the compute
             dtype (float64: max |x| ≳ 1e74 on the gram route). Features above 2⁴⁰ run the gram
-            route's products in the compute dtype instead of float32 (exact up to that limit).
+            route's products in the compute dtype instead of float32 (exact up to that limit;
+            the scale is read by the validation sync, so unvalidated such scales give NaN).
         NotImplementedError: double backward (``create_graph=True``) through the layer.
 
     Precision: autocast is off inside; bfloat16/float16 features (a trunk under autocast)
