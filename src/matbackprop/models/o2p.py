@@ -84,8 +84,8 @@ def decide_pool_device(
     dtype, masked) and cached. A trunk on the CPU: ``same`` (nothing to measure). Otherwise
     both choices run forward + backward on a copy of this very batch (one warm-up each, then
     ``runs`` interleaved timed runs; the ``cpu`` choice with its pinned non-blocking copies),
-    the faster median wins; the decision is printed once. ``measure=True`` times the two
-    choices even on the CPU (tests)."""
+    the faster median wins; the decision is printed once (to stderr). ``measure=True`` times
+    the two choices even on the CPU (tests)."""
     global _LAST_DECISION
     key = (
         _device_name(x.device),
@@ -121,7 +121,9 @@ def decide_pool_device(
         )
     _DECISIONS[key] = _LAST_DECISION = decision
     t = decision["timings_s"]
-    detail = "" if t is None else f" (same {t['same']:.4g} s, cpu {t['cpu']:.4g} s per fwd+bwd)"
+    if t is None:  # a CPU trunk: nothing was decided, nothing to say (still recorded)
+        return decision["choice"]
+    detail = f" (same {t['same']:.4g} s, cpu {t['cpu']:.4g} s per fwd+bwd)"
     print(
         f"model.pool_device=auto: {decision['choice']} for {keyd['device']} {keyd['shape']} "
         f"{keyd['dtype']}{detail}: {decision['reason']}",
