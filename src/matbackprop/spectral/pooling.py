@@ -26,7 +26,7 @@ The spectral work (Gram matrix, eigendecomposition, divided differences) runs in
 ``compute_dtype`` (float64 by default: the ε-regularised spectrum spans ~8 orders of
 magnitude); without centring, the O(N d²) products with the features run in the input
 dtype, so float32 features get mixed precision (gradient within ~2e-6 of the float64
-reference over feature scales 1e-3..1e2, measured by ``scripts/bench_spectral.py`` and the
+reference over feature scales 1e-3..1e2, measured by ``scripts/bench_peers.py``; ≤ 1e-5 in the
 tests) and float64 features an all-float64 computation. ``centered=True`` runs everything in
 ``compute_dtype`` (its backward cancels large terms: float32 products lost up to 4e-3).
 """
