@@ -13,18 +13,18 @@ DEVICE       ?= cpu
 export WANDB_SILENT ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint bench demo data-coco data-bsds weights prepare-coco check-data reproduce-coco reproduce-bsds tables sync-wandb dashboards gpu-report clean
+.PHONY: help install test lint bench bench-peers demo data-coco data-bsds weights prepare-coco check-data reproduce-coco reproduce-bsds tables sync-wandb dashboards gpu-report clean
 
 help:  ## List the targets (colours only on a terminal)
 	@if [ -t 1 ]; then c='\033[36m'; r='\033[0m'; fi; grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -v c="$$c" -v r="$$r" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-16s%s %s\n", c, $$1, r, $$2}'
 
-install: $(STAMP)  ## Create .venv and install the project with dev tools (idempotent)
+install: $(STAMP)  ## Create .venv and install the project with the experiments, dev and bench extras (idempotent)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[experiments,dev,bench]'
 	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	@touch $(STAMP)
 
@@ -41,6 +41,9 @@ bench: install  ## Benchmarks (tables + CSV under outputs/bench/); DEVICE=cuda o
 	$(PY) scripts/bench_deepncut.py --device $(DEVICE)
 	$(PY) scripts/bench_covering.py
 	$(PY) scripts/bench_scale.py
+
+bench-peers: install  ## Spectral layers vs the peers (eigh+autograd, torchspd, Newton–Schulz): one table [PEERS_ARGS="--quick"]
+	$(PY) scripts/bench_peers.py --device $(DEVICE) $(PEERS_ARGS)
 
 gpu-report: install  ## All GPU figures (spectral, training fp32/bf16, DeepNCut, eigh GPU vs CPU, loader, 50 steps) -> outputs/bench/gpu_report.md
 	$(PY) scripts/gpu_report.py

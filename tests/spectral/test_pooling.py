@@ -9,10 +9,10 @@ import pytest
 import scipy.linalg as sla
 import torch
 
-from matbackprop.spectral import LogCovPool, log_cov_pool, sym_logm, triu_vec
-from matbackprop.spectral.pooling import dd_log1p_ratio
+from matbackprop.spectral import LogCovPool, log_cov_pool, pooling, sym_logm, triu_vec
+from matbackprop.spectral.pooling import dd_log1p_ratio, dd_log1p_ratio_sorted
 
-from .conftest import cuda
+from ..conftest import tol
 
 
 def _features(b=2, d=12, h=3, w=3, seed=0, dtype=torch.float64):
@@ -37,21 +37,24 @@ def _reference(x, mask=None, eps=1e-3, centered=False):
 @pytest.mark.parametrize("method", ["gram", "eig", "auto"])
 @pytest.mark.parametrize("centered", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
-def test_values_against_scipy(method, centered, masked):
-    x = _features(d=12, h=3, w=3)  # N = 9 < d: rank-deficient, ≥ 3 eigenvalues at ε
+def test_values_against_scipy(method, centered, masked, device, dtype):
+    x = _features(d=12, h=3, w=3, dtype=dtype)  # N = 9 < d: rank-deficient, ≥ 3 eigenvalues at ε
     mask = None
     if masked:
         mask = torch.rand(2, 3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
         mask[0, 0] = 0.0  # a position outside the region
-    y = log_cov_pool(x, mask, centered=centered, method=method)
-    np.testing.assert_allclose(y.numpy(), _reference(x, mask, centered=centered), atol=1e-9)
+    y = log_cov_pool(
+        x.to(device), None if mask is None else mask.to(device), centered=centered, method=method
+    )
+    want = torch.from_numpy(_reference(x, mask, centered=centered)).to(dtype)
+    torch.testing.assert_close(y.cpu(), want, **tol(dtype, "grad"))
 
 
-def test_gram_and_eig_routes_agree_with_gradients():
-    x = _features(b=3, d=40, h=5, w=5, seed=2).requires_grad_()
-    mask = torch.rand(3, 5, 5, dtype=torch.float64)
+def test_gram_and_eig_routes_agree_with_gradients(device):
+    x = _features(b=3, d=40, h=5, w=5, seed=2).to(device).requires_grad_()
+    mask = torch.rand(3, 5, 5, dtype=torch.float64, device=device)
     mask[0, :2] = 0
-    g = torch.randn(3, 40, 40, dtype=torch.float64)
+    g = torch.randn(3, 40, 40, dtype=torch.float64, device=device)
     grads = []
     for method in ("gram", "eig"):
         y = log_cov_pool(x, mask, method=method)
@@ -60,9 +63,10 @@ def test_gram_and_eig_routes_agree_with_gradients():
 
 
 @pytest.mark.parametrize("method", ["gram", "eig"])
-def test_gradcheck_rank_deficient_with_mask_zeros(method):
-    x = _features(b=2, d=6, h=2, w=2, seed=3).requires_grad_()
+def test_gradcheck_rank_deficient_with_mask_zeros(method, device):
+    x = _features(b=2, d=6, h=2, w=2, seed=3).to(device).requires_grad_()
     mask = torch.tensor([[[1.0, 0.0], [2.0, 0.5]], [[1.0, 1.0], [1.0, 1.0]]], dtype=torch.float64)
+    mask = mask.to(device)
     assert torch.autograd.gradcheck(lambda a: log_cov_pool(a, mask, eps=0.1, method=method), (x,))
 
 
@@ -115,14 +119,15 @@ def test_dd_log1p_ratio_against_mpmath(dtype):
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 100.0])
 @pytest.mark.parametrize("mode", ["plain", "mask", "centered"])
-def test_float32_gradient_accuracy_across_scales_masks_centring(scale, mode):
+def test_float32_gradient_accuracy_across_scales_masks_centring(scale, mode, device):
     """Mixed precision (float32 products, float64 spectrum) stays within 1e-5 of float64."""
     gen = torch.Generator().manual_seed(6)
     x = torch.relu(torch.randn(2, 256, 13, 13, generator=gen, dtype=torch.float64)) * scale
     g = torch.randn(2, 256, 256, generator=gen, dtype=torch.float64)
+    x, g = x.to(device), g.to(device)
     mask = None
     if mode == "mask":
-        mask = (torch.rand(2, 13, 13, generator=gen) > 0.6).double()
+        mask = (torch.rand(2, 13, 13, generator=gen) > 0.6).double().to(device)
         mask[:, 0, 0] = 1.0
     kw = dict(mask=mask, centered=mode == "centered")
     x64 = x.clone().requires_grad_()
@@ -181,13 +186,27 @@ def test_bad_input_raises(kwargs, match):
         log_cov_pool(**kwargs)
 
 
-@cuda
-def test_cuda_matches_cpu():
-    x = _features(b=4, d=64, h=6, w=6).float()
-    g = torch.randn(4, 64, 64)
-    out = []
-    for dev in ("cpu", "cuda"):
-        xx = x.to(dev).requires_grad_()
-        (gx,) = torch.autograd.grad((log_cov_pool(xx) * g.to(dev)).sum(), xx)
-        out.append(gx.cpu())
-    torch.testing.assert_close(out[1], out[0], rtol=1e-5, atol=1e-6)
+def test_dd_log1p_ratio_sorted_table_against_mpmath(dtype, monkeypatch):
+    """The backward's table from the ascending spectrum (both the CPU block path and the
+    torch.where path) equals 50-digit φ[x_i, x_j] at ties, near ties and in every regime."""
+    mpmath.mp.dps = 50
+
+    def phi(v):
+        return mpmath.log1p(v) / v if v != 0 else mpmath.mpf(1)
+
+    vals = [0.0, 0.0, 1e-9, 3e-4, 9.9e-4, 1e-3, 1.01e-3, 0.029, 0.031, 0.5, 1.0, 1 + 1e-9]
+    vals += [1 + 1e-5, 3.0, 1e2, 1e5, 1e5 * (1 + 1e-7), 1e8]
+    x = torch.tensor(sorted(vals), dtype=dtype)
+    tables = [dd_log1p_ratio_sorted(x)]
+    monkeypatch.setattr(pooling, "SUBSET_ON_CPU", False)
+    tables.append(dd_log1p_ratio_sorted(x))
+    for table in tables:
+        worst = 0.0
+        for i, j in itertools.product(range(len(vals)), repeat=2):
+            a, b = mpmath.mpf(float(x[i])), mpmath.mpf(float(x[j]))
+            if a == b:
+                ref = mpmath.diff(phi, a) if a != 0 else mpmath.mpf(-0.5)
+            else:
+                ref = (phi(a) - phi(b)) / (a - b)
+            worst = max(worst, abs(float(table[i, j]) - float(ref)) / abs(float(ref)))
+        assert worst < (1e-12 if dtype == torch.float64 else 1e-5), worst

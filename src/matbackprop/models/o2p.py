@@ -17,6 +17,10 @@ hold ImageNet weights in ``pretrained_prefixes`` (used by ``build.param_groups``
 
 from __future__ import annotations
 
+import statistics
+import sys
+import time
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -27,9 +31,106 @@ from matbackprop.spectral import LogCovPool, triu_vec
 
 HEAD_NORMS = ("none", "batchnorm")
 POOL_DEVICES = ("auto", "same", "cpu")
-# What ``pool_device: auto`` means. Not measured on a GPU yet: set it from the eigh GPU-vs-CPU
-# figure of ``make gpu-report`` ("cpu" if the pinned round trip + CPU eigh beats the GPU eigh).
+# What ``pool_device: auto`` means where nothing is measured: a trunk on the CPU (the two
+# choices are then one computation). On an accelerator ``auto`` times both choices on first
+# use, on the user's machine and batch shape (:func:`decide_pool_device`).
 POOL_DEVICE_AUTO = "same"
+AUTO_RUNS = 3  # timed fwd+bwd runs per choice (after one warm-up each), interleaved
+
+_DECISIONS: dict[tuple, dict] = {}  # (device name, shape, dtype, masked) -> decision
+_LAST_DECISION: dict | None = None
+
+
+def pool_device_decision() -> dict | None:
+    """What ``model.pool_device=auto`` chose most recently in this process, for status.json:
+    ``{"choice": "same" | "cpu", "key": {"device", "shape", "dtype", "masked"},
+    "timings_s": {"same": s, "cpu": s} | None, "reason": str}``; None if ``auto`` has not run.
+    (Every decision so far: :func:`pool_device_decisions`.)"""
+    return None if _LAST_DECISION is None else dict(_LAST_DECISION)
+
+
+def pool_device_decisions() -> list[dict]:
+    """All ``auto`` decisions of this process (one per device, batch shape and dtype)."""
+    return [dict(d) for d in _DECISIONS.values()]
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_choice(pool: nn.Module, where: str, x: Tensor, mask: Tensor | None, g: Tensor) -> float:
+    """Seconds for one forward + backward of ``pool`` run ``where`` on copies of x (the
+    caller's graph is untouched)."""
+    xx = x.detach().clone().requires_grad_()
+    _sync(x.device)
+    t0 = time.perf_counter()
+    y = _pool_where(pool, where, xx, mask)
+    torch.autograd.grad((y * g).sum(), xx)
+    _sync(x.device)
+    return time.perf_counter() - t0
+
+
+def decide_pool_device(
+    pool: nn.Module, x: Tensor, mask: Tensor | None, runs: int = AUTO_RUNS, measure: bool = False
+) -> str:
+    """``same`` or ``cpu`` for ``pool_device=auto``: decided once per (device name, batch shape,
+    dtype, masked) and cached. A trunk on the CPU: ``same`` (nothing to measure). Otherwise
+    both choices run forward + backward on a copy of this very batch (one warm-up each, then
+    ``runs`` interleaved timed runs; the ``cpu`` choice with its pinned non-blocking copies),
+    the faster median wins; the decision is printed once (to stderr). ``measure=True`` times
+    the two choices even on the CPU (tests)."""
+    global _LAST_DECISION
+    key = (
+        _device_name(x.device),
+        tuple(x.shape),
+        str(x.dtype).replace("torch.", ""),
+        mask is not None,
+    )
+    if key in _DECISIONS:
+        _LAST_DECISION = _DECISIONS[key]
+        return _LAST_DECISION["choice"]
+    keyd = dict(zip(("device", "shape", "dtype", "masked"), key))
+    if torch.is_inference_mode_enabled() and (x.device.type != "cpu" or measure):
+        return "same"  # nothing can be timed with a backward here: decide on a training step
+    if x.device.type == "cpu" and not measure:
+        decision = dict(choice="same", key=keyd, timings_s=None, reason="the trunk runs on the CPU")
+    else:
+        with torch.enable_grad():
+            gen = torch.Generator(device=x.device).manual_seed(0)  # leaves the global RNG alone
+            g = torch.randn(x.shape[0], x.shape[1], x.shape[1], device=x.device, generator=gen)
+            samples: dict[str, list[float]] = {"same": [], "cpu": []}
+            for r in range(runs + 1):
+                for where in ("same", "cpu") if r % 2 else ("cpu", "same"):
+                    t = _time_choice(pool, where, x, mask, g)
+                    if r:
+                        samples[where].append(t)
+        timings = {k: statistics.median(v) for k, v in samples.items()}
+        choice = "cpu" if timings["cpu"] < timings["same"] else "same"
+        decision = dict(
+            choice=choice,
+            key=keyd,
+            timings_s=timings,
+            reason=f"median of {runs} fwd+bwd runs each on this batch",
+        )
+    _DECISIONS[key] = _LAST_DECISION = decision
+    t = decision["timings_s"]
+    if t is None:  # a CPU trunk: nothing was decided, nothing to say (still recorded)
+        return decision["choice"]
+    detail = f" (same {t['same']:.4g} s, cpu {t['cpu']:.4g} s per fwd+bwd)"
+    print(
+        f"model.pool_device=auto: {decision['choice']} for {keyd['device']} {keyd['shape']} "
+        f"{keyd['dtype']}{detail}: {decision['reason']}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return decision["choice"]
 
 
 def _copy_to_host(x: Tensor) -> Tensor:
@@ -67,13 +168,19 @@ class _ToDevice(torch.autograd.Function):
 
 def pool_on(pool: nn.Module, device: str, x: Tensor, mask: Tensor | None) -> Tensor:
     """Run ``pool(x, mask)`` where ``model.pool_device`` says: ``same`` (x's device) or ``cpu``
-    (pinned non-blocking copies there and back, the paper's CPU structured layer); ``auto`` is
-    :data:`POOL_DEVICE_AUTO`. Values and gradients equal those of ``same``.
+    (pinned non-blocking copies there and back, the paper's CPU structured layer); ``auto``
+    measures both on first use for this device, batch shape and dtype and keeps the faster
+    (:func:`decide_pool_device`; ``same`` on a CPU trunk). Values and gradients equal those of
+    ``same``.
 
     Shape: x (B, d, H, W), mask (B, H, W) or None -> (B, d, d) on x's device.
     """
     if device == "auto":
-        device = POOL_DEVICE_AUTO
+        device = decide_pool_device(pool, x, mask)
+    return _pool_where(pool, device, x, mask)
+
+
+def _pool_where(pool: nn.Module, device: str, x: Tensor, mask: Tensor | None) -> Tensor:
     if device == "same" or x.device.type == "cpu":
         return pool(x, mask)
     m = None if mask is None else _ToHost.apply(mask)

@@ -46,7 +46,7 @@ def validation_enabled() -> bool:
 
 def sym(x: Tensor) -> Tensor:
     """sym(X) = (X + Xᵀ) / 2 over the last two dimensions."""
-    return 0.5 * (x + x.mT)
+    return (x + x.mT).mul_(0.5)  # one temporary, halved in place (autograd-safe: add keeps nothing)
 
 
 @contextlib.contextmanager
@@ -113,6 +113,25 @@ class InvalidValuesError(ValueError):
     reports it as such); shape and type errors stay plain ``ValueError``s."""
 
 
+def refuse_double_backward(name: str) -> None:
+    """Call first in a layer's ``backward``: raise unless the backward runs without a graph.
+
+    The layers' backward passes are exact but not themselves differentiable (they use the saved
+    eigen-/singular vectors as constants), so a second derivative through them — ``create_graph
+    =True``: Hessian-vector products, gradient penalties, MAML — would silently miss the terms
+    from the dependence of U, Λ on the input. Instead of a wrong number this raises at once.
+    (Inside a backward pass grad mode is on exactly when ``create_graph=True``.)
+    """
+    if torch.is_grad_enabled():
+        raise NotImplementedError(
+            f"{name}: double backward (create_graph=True: Hessian-vector products, gradient "
+            "penalties through this layer, MAML) is not supported: its exact backward is not "
+            "itself differentiable, and a second derivative through it would be wrong. Take "
+            "second derivatives by finite differences of gradients, or keep this layer out of "
+            "the create_graph=True pass"
+        )
+
+
 def _check_type(x: Tensor, name: str) -> None:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
@@ -123,12 +142,23 @@ def _check_type(x: Tensor, name: str) -> None:
         )
 
 
+def _minmax_finite(x: Tensor) -> Tensor:
+    """0-dim bool tensor: every entry of the non-empty x is finite. One pass (min and max
+    propagate NaN, and ±inf shows in them) instead of isfinite's several."""
+    lo, hi = torch.aminmax(x.detach())
+    return torch.isfinite(lo) & torch.isfinite(hi)
+
+
+def _all_finite(x: Tensor) -> bool:
+    return bool(_minmax_finite(x))  # the one sync
+
+
 def check_float(x: Tensor, name: str) -> None:
     """Raise ValueError unless `x` is a float32/float64 tensor with only finite values.
 
     One host synchronisation; none when validation is off (:func:`set_validation`)."""
     _check_type(x, name)
-    if _VALIDATE and not bool(torch.isfinite(x.detach()).all()):
+    if _VALIDATE and x.numel() and not _all_finite(x):
         raise InvalidValuesError(f"{name}: input contains non-finite values (NaN or Inf)")
 
 
@@ -145,9 +175,11 @@ def check_symmetric(x: Tensor, name: str) -> None:
         return
     x = x.detach()
     asym = (x - x.mT).abs().amax(dim=(-2, -1))
-    scale = x.abs().amax(dim=(-2, -1)).clamp_min(torch.finfo(x.dtype).tiny)
+    lo, hi = torch.aminmax(x.flatten(-2), dim=-1)  # one pass for scale and finiteness
+    scale = torch.maximum(-lo, hi).clamp_min(torch.finfo(x.dtype).tiny)
     worst = (asym / scale).amax()
-    worst = float(torch.where(torch.isfinite(x).all(), worst, -1.0))  # the one sync
+    finite = torch.isfinite(lo).all() & torch.isfinite(hi).all()
+    worst = float(torch.where(finite, worst, -1.0))  # the one sync
     if worst < 0:
         raise InvalidValuesError(f"{name}: input contains non-finite values (NaN or Inf)")
     if worst > SYM_RTOL[x.dtype]:

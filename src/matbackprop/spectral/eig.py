@@ -11,7 +11,7 @@ repeated eigenvalue are only defined up to a rotation of their eigenspace. Where
 exactly zero this layer sets K̃_ij = 0 (the minimum-norm choice, exact for losses that do not
 depend on the basis chosen inside the eigenspace); near-ties give correct but huge gradients.
 For functions of the spectrum (log, sqrt, powers) use :mod:`matbackprop.spectral.matfun`, whose
-Daleckii–Krein backward is exact at ties.
+Daleckii–Krein backward is exact at ties. Double backward is refused (``NotImplementedError``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import check_symmetric, exact, full_precision, sym, upcast
+from ._common import check_symmetric, exact, full_precision, refuse_double_backward, sym, upcast
 
 
 def inv_gaps(sigma: Tensor) -> Tensor:
@@ -38,6 +38,7 @@ class _Eig(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_sigma: Tensor | None, g_u: Tensor | None):
+        refuse_double_backward("eig_layer")
         sigma, u = ctx.saved_tensors
         with exact():
             inner = torch.zeros_like(u)
@@ -68,6 +69,11 @@ def eig_layer(x: Tensor, validate: bool = True) -> tuple[Tensor, Tensor]:
 
     Note:
         Eigenvector gradients are undefined at ties; see the module docstring.
+
+    Example:
+        >>> lam, u = eig_layer(torch.tensor([[2.0, 1.0], [1.0, 2.0]]))
+        >>> lam
+        tensor([1., 3.])
     """
     x = upcast(x)
     if validate:

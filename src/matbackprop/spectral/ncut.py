@@ -15,6 +15,7 @@ Its backward is the projector formula (SPEC §2) with S = Q_T Q_Tᵀ, evaluated 
 so the cost is O(m d²) for the Gram matrix ZᵀZ and O(m d k) for everything else; memory
 O(m d). Gradients flow through D on both sides (Z and T) by ordinary autograd. The rank of
 Z is numerical (eigenvalues of ZᵀZ above ``rtol · λ_max``) and is returned for monitoring.
+Double backward is refused (``NotImplementedError``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ._common import (
     check_float,
     exact,
     full_precision,
+    refuse_double_backward,
     upcast,
     validation_enabled,
 )
@@ -39,22 +41,25 @@ def _chunks(m: int):
 
 
 class _ProjectorAlignment(torch.autograd.Function):
-    """c = ⟨Π_Z, Q Qᵀ⟩ = tr(Qᵀ Π_Z Q) for Z (B, m, d), Q (B, m, k) -> (B,), plus rank Z.
+    """c = ⟨Π_Z, Q Qᵀ⟩ = tr(Qᵀ Π_Z Q) for Z = F r (rows of F (B, m, d) scaled by r (B, m, 1)),
+    Q (B, m, k) -> (B,), plus rank Z. Z is formed block by block, never as a whole.
 
     All products with Z are accumulated in float64, block by block over the m rows: P = (ZᵀZ)⁺
     has entries up to 1/σ_min², which would amplify float32 rounding in ZᵀQ and Z P M.
     """
 
     @staticmethod
-    def forward(ctx, z: Tensor, q: Tensor, rtol: float | None):
-        b, m, d = z.shape
+    def forward(ctx, f: Tensor, r: Tensor, q: Tensor, rtol: float | None):
+        b, m, d = f.shape
         k = q.shape[-1]
-        gram = z.new_zeros(b, d, d, dtype=torch.float64)
-        mzq = z.new_zeros(b, d, k, dtype=torch.float64)  # M = Zᵀ Q
+        acc = f.new_zeros(b, d, d + k, dtype=torch.float64)  # [ZᵀZ | M = ZᵀQ], one GEMM a block
+        buf = f.new_empty(b, min(_CHUNK, m), d + k, dtype=torch.float64)  # reused: no refaults
         for sl in _chunks(m):
-            zc, qc = z[:, sl].double(), q[:, sl].double()
-            gram += zc.mT @ zc
-            mzq += zc.mT @ qc
+            zq = buf[:, : sl.stop - sl.start]
+            torch.mul(f[:, sl], r[:, sl], out=zq[..., :d])  # Z block, straight into float64
+            zq[..., d:].copy_(q[:, sl])
+            acc.baddbmm_(zq[..., :d].mT, zq)
+        gram, mzq = acc[..., :d], acc[..., d:]
         lam, v = torch.linalg.eigh(gram)  # ascending (B, d), (B, d, d)
         if rtol is None:
             rtol = max(m, d) * torch.finfo(torch.float64).eps
@@ -63,21 +68,32 @@ class _ProjectorAlignment(torch.autograd.Function):
         pm = (v * inv.unsqueeze(-2)) @ (v.mT @ mzq)  # P M  (B, d, k)
         c = (mzq * pm).sum((-2, -1))  # tr(Mᵀ P M)
         rank = keep.sum(-1)
-        ctx.save_for_backward(z, q, pm)
+        ctx.save_for_backward(f, r, q, pm)
         ctx.mark_non_differentiable(rank)
-        return c.to(z.dtype), rank
+        return c.to(f.dtype), rank
 
     @staticmethod
     def backward(ctx, gc: Tensor, _grank):
-        z, q, pm = ctx.saved_tensors
-        gc = gc.double()[:, None, None]
-        gz, gq = torch.empty_like(z), torch.empty_like(q)
+        refuse_double_backward("ncut_alignment_loss")
+        f, r, q, pm = ctx.saved_tensors
+        b, m, d = f.shape
+        gc2 = 2.0 * gc.double()[:, None, None]
+        gf, gr, gq = torch.empty_like(f), torch.empty_like(r), torch.empty_like(q)
+        pm_t = pm.mT.to(f.dtype)  # (B, k, d)
+        buf = f.new_empty(b, min(_CHUNK, m), d, dtype=torch.float64)
         with exact():
-            for sl in _chunks(z.shape[1]):
-                pi_q = z[:, sl].double() @ pm  # Π_Z Q = Z P M
-                gz[:, sl] = 2.0 * gc * ((q[:, sl].double() - pi_q) @ pm.mT)
-                gq[:, sl] = 2.0 * gc * pi_q
-        return gz, gq, None
+            for sl in _chunks(m):
+                zc = buf[:, : sl.stop - sl.start]
+                torch.mul(f[:, sl], r[:, sl], out=zc)
+                pi_q = zc @ pm  # Π_Z Q = Z P M, float64 (B, chunk, k)
+                # the residual Q − Π_Z Q cancels where the fit is good: float64; the product
+                # with (P M)ᵀ that follows is a k-term sum without cancellation: f's dtype
+                resid = (gc2 * (q[:, sl].double() - pi_q)).to(f.dtype)
+                gz = resid @ pm_t  # ∂/∂Z block  (B, chunk, d)
+                gr[:, sl] = (gz * f[:, sl]).sum(-1, keepdim=True)  # ∂/∂r = Σ_d ∂/∂Z · F
+                gf[:, sl] = gz.mul_(r[:, sl])  # ∂/∂F = ∂/∂Z · r
+                gq[:, sl] = gc2 * pi_q
+        return gf, gr, gq, None
 
 
 def _check_ncut_inputs(features: Tensor, labels: Tensor, validate: bool) -> None:
@@ -100,9 +116,9 @@ def _check_ncut_inputs(features: Tensor, labels: Tensor, validate: bool) -> None
         raise ValueError(f"ncut_alignment_loss: labels must be integer, got {labels.dtype}")
     if not (validate and validation_enabled()) or not features.numel():
         return
-    lo = features.detach().amin()  # NaN propagates
-    finite = torch.isfinite(features.detach()).all()
-    lo = float(torch.where(finite, lo, float("nan")))  # the one sync
+    # one pass: min and max propagate NaN, and ±inf shows in them
+    lo, hi = torch.aminmax(features.detach())
+    lo = float(torch.where(torch.isfinite(lo) & torch.isfinite(hi), lo, float("nan")))  # the sync
     if lo != lo:
         raise InvalidValuesError(
             "ncut_alignment_loss: features: input contains non-finite values (NaN or Inf)"
@@ -171,13 +187,23 @@ def ncut_alignment_loss(
     Raises:
         ValueError: wrong shapes/dtypes, non-finite or negative features, or a non-finite loss
             from finite features (the feature scale overflowed the dtype: rescale them).
+        NotImplementedError: double backward (``create_graph=True``).
+
+    Example:
+        >>> labels = torch.tensor([[0, 0, 1, 1]])
+        >>> perfect = torch.nn.functional.one_hot(labels).double()  # features = the segments
+        >>> ncut_alignment_loss(perfect, labels).abs().item() < 1e-12
+        True
     """
     features = upcast(features)
     _check_ncut_inputs(features, labels, validate)
     valid = labels >= 0  # (B, m)
     if ignore_index >= 0:
         valid = valid & (labels != ignore_index)
-    f = features * valid.unsqueeze(-1).to(features.dtype)  # ignored pixels drop out  (B, m, d)
+    if features.device.type == "cpu" and bool(valid.all()):  # nothing ignored: skip a pass
+        f = features
+    else:
+        f = features * valid.unsqueeze(-1).to(features.dtype)  # ignored pixels drop out (B, m, d)
     if num_classes is None:
         labels, k = _compact_labels(labels, valid)
     else:
@@ -186,14 +212,14 @@ def ncut_alignment_loss(
     onehot.scatter_(-1, labels.clamp(0, k - 1).unsqueeze(-1), valid.unsqueeze(-1).to(f.dtype))
 
     deg = degrees(f, eps)  # (B, m, 1)
-    z = f * deg.rsqrt()  # D^{-1/2} F  (B, m, d)
+    r = deg.rsqrt()  # Z = D^{-1/2} F = F r, formed block by block inside  (B, m, 1)
     t = onehot * deg.sqrt()  # D^{1/2} E  (B, m, k)
     norms2 = t.square().sum(-2, keepdim=True)  # (B, 1, k)
     nonempty = norms2 > 0
     q_t = t * torch.where(nonempty, norms2, 1.0).rsqrt()  # orthonormal (or zero) columns
     rank_t = nonempty.sum((-2, -1))  # (B,)
 
-    c, rank_z = _ProjectorAlignment.apply(z, q_t, rtol)
+    c, rank_z = _ProjectorAlignment.apply(f, r, q_t, rtol)
     loss = 0.5 * (rank_z + rank_t).to(c.dtype) - c
     if validate and validation_enabled() and not bool(torch.isfinite(loss).all()):
         raise InvalidValuesError(

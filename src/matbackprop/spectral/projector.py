@@ -8,6 +8,7 @@ Backward, from dΠ = 2 sym((I − Π) dZ Z⁺)::
     ∂L/∂Z = 2 (I − Π) sym(∂L/∂Π) (Z⁺)ᵀ
 
 valid where the numerical rank of Z is locally constant (log it: :func:`numerical_rank`).
+Double backward is refused (``NotImplementedError``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import check_float, exact, full_precision, sym, upcast
+from ._common import check_float, exact, full_precision, refuse_double_backward, sym, upcast
 
 
 def _rank_mask(s: Tensor, rtol: float | None, m: int, n: int) -> Tensor:
@@ -44,6 +45,7 @@ class _Projector(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g: Tensor):
+        refuse_double_backward("projector")
         u_r, s_inv, vh = ctx.saved_tensors
         with exact():
             a = sym(g) @ (u_r * s_inv.unsqueeze(-2))  # sym(G) U Σ⁺ (..., m, k)
@@ -65,6 +67,11 @@ def projector(z: Tensor, rtol: float | None = None, validate: bool = True) -> Te
 
     Shape:
         z (..., m, n) -> (..., m, m).
+
+    Example:
+        >>> projector(torch.tensor([[1.0], [1.0]]))
+        tensor([[0.5000, 0.5000],
+                [0.5000, 0.5000]])
     """
     z = upcast(z)
     if validate:
