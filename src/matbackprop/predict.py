@@ -283,7 +283,9 @@ def region_dataset(regions: list[dict], cfg: DictConfig, tmp: Path, source: str)
                      "segmentation": r.get("segmentation", square), "iscrowd": 0})  # fmt: skip
     for path, iid in ids.items():
         h, w = next(r["size"] for r in regions if r["path"] == path)
-        images.append({"id": iid, "file_name": str(path.resolve()), "height": h, "width": w})
+        link = tmp / f"image_{iid}{Path(path).suffix}"  # file names stay inside the image
+        link.symlink_to(Path(path).resolve())  # folder (the data validation refuses others)
+        images.append({"id": iid, "file_name": link.name, "height": h, "width": w})
     ann_file = tmp / "instances_predict.json"
     cats = [{"id": 1, "name": "region"}]
     ann_file.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))

@@ -244,3 +244,16 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, referenc
     OmegaConf.update(cfg, "model.init_from", str(bad))
     with pytest.raises(CheckpointError, match=r"bad.pt.*0.weight"):
         fit(cfg, lambda c: FakeTask(c), tmp_path / "c")
+
+
+def test_pool_device_auto_is_same_on_a_cpu_host_and_recorded(tmp_path):
+    # a DeepO2P model (pool_device: auto) trained on the CPU: auto means same, in status.json
+    from matbackprop.train import run
+    from tests.engine.coco_tiny import compose_coco, tiny_overrides
+
+    cfg = compose_coco(["experiment=demo_coco_deepo2p", *tiny_overrides(tmp_path / "run",
+                        tmp_path / "data"), "trainer.epochs=1"])  # fmt: skip
+    assert cfg.model.pool_device == "auto"
+    run(cfg)
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["pool_device"]["choice"] == "same" and status["pool_device"]["timings_s"] is None

@@ -1,8 +1,7 @@
 """evaluate_segmentation: the last column is the segs index at ODS for segs files (issue 16)."""
 
-from tests.evaluation.test_covering import write_case
-
 from matbackprop.evaluate_segmentation import main
+from tests.evaluation.test_covering import write_case
 
 
 def _header(capsys) -> str:

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.skipif(not shutil.which("make"), reason="no make")
