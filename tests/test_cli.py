@@ -93,3 +93,19 @@ def test_evaluate_segmentation_bad_input_exits_2(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: ") and "1.mat" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_read_only_run_folder_is_exit_2_before_hydra_logs_there(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from matbackprop.cli import run_overrides
+    from matbackprop.errors import RunFolderError
+    from matbackprop.train import CONFIG_DIR
+
+    def read_only(*a, **k):  # as root chmod does not stop writes: the file system's answer
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(RunFolderError, match=rf"read-only.*{tmp_path}.*output_root="):
+        run_overrides(CONFIG_DIR, ["experiment=demo_coco_deepo2p", f"output_root={tmp_path}"])

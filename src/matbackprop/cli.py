@@ -27,6 +27,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from matbackprop.errors import EXIT_USER_ERROR, ConfigError, Stopped, UserError
@@ -184,10 +185,30 @@ def run_overrides(
         return []
     validate(cfg, training)  # before Hydra creates the run folder
     folder = run_folder_name(str(cfg.run_dir), args.overrides)
+    check_writable(Path(folder))  # before Hydra opens its log file there
     if folder == str(cfg.run_dir):
         return []
     name = f"{cfg.run_name}/{override_suffix(args.overrides)}"
     return [f"run_name={_quoted(name)}", f"run_dir={_quoted(folder)}"]
+
+
+def check_writable(folder: Path) -> None:
+    """Raise a one-line RunFolderError (exit 2) when ``folder`` (or the nearest existing folder
+    above it) refuses a file: a read-only file system, a full disk, no permission."""
+    import os
+    import tempfile
+
+    from matbackprop.engine.checkpoint import unwritable
+
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".write-test.")
+    except OSError as err:
+        raise unwritable(folder / ".write-test", err) from err
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def _quoted(value: str) -> str:
