@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: install  ## Run the test suite (W&B disabled, no downloads)
-	WANDB_MODE=disabled $(PY) -m pytest -q
+	WANDB_MODE=disabled $(PY) -m pytest -q -n 2 --dist loadfile   # two workers (this machine has 2 cores); a file stays in one worker
 
 lint: install  ## Ruff lint + format check
 	$(VENV)/bin/ruff check src tests scripts
