@@ -61,6 +61,9 @@ def test_records_count_epochs_from_one_and_status_is_complete(reference):
     assert final["last"]["epoch"] == 3 and 1 <= final["best"]["epoch"] <= 3
     by_epoch = read_csv(reference / "tables" / "per_item_by_epoch.csv")
     assert [r["epoch"] for r in by_epoch] == ["1", "2", "3"]
+    steps = read_csv(reference / "train_steps.csv")  # every log_every=1 step, written by now
+    assert [int(r["global_step"]) for r in steps] == list(range(1, 19))
+    assert {"train/loss", "train/grad_norm", "epoch"} <= set(steps[0])
     # the epoch's summed count over 6 steps of 4 items
     assert all(float(r["train_count_items"]) == 24 for r in read_csv(reference / "metrics.csv"))
 

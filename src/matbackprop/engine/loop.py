@@ -45,6 +45,7 @@ from matbackprop.engine.setup import Loop, build
 from matbackprop.engine.state import save_best, weights_finite
 from matbackprop.engine.step import autocast_context, to_device
 from matbackprop.errors import ConfigError
+from matbackprop.models.o2p import pool_device_decision
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -254,10 +255,9 @@ def end_epoch(L: Loop, epoch: int, row: dict[str, Any], media: dict[str, Any]) -
     state.step_in_epoch = None
     L.checkpoint.save(state, scheduler=L.scheduler)
     last = {k: v for k, v in row.items() if isinstance(v, (int, float))}
-    from matbackprop.models.o2p import pool_device_decision  # model.pool_device=auto's choice
-
-    if pool_device_decision() is not None:
-        L.records.status["pool_device"] = pool_device_decision()
+    decision = pool_device_decision()  # what model.pool_device=auto chose (None: not used)
+    if decision is not None:
+        L.records.status["pool_device"] = decision
     write_status(L, finished=False, epochs_done=epoch + 1, last=last)
     if D.is_main():
         shown = {k: v for k, v in last.items() if k != "epoch" and not k.endswith("time_s")}

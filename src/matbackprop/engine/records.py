@@ -163,6 +163,7 @@ class RunRecords:
         self.rows: list[dict[str, Any]] = read_csv(self.run_dir / "metrics.csv")
         self.tables: dict[str, list[dict[str, Any]]] = {}
         self.steps: list[dict[str, Any]] = []  # train_steps.csv (see keep_steps)
+        self.steps_dirty = False  # rows added since train_steps.csv was last written
 
     def keep_epochs(self, done: int) -> None:
         """Drop the rows of epochs after the first ``done`` (about to be redone), in
@@ -171,44 +172,31 @@ class RunRecords:
         for path in sorted((self.run_dir / "tables").glob("*_by_epoch.csv")):
             self.tables[path.name] = [r for r in read_csv(path) if int(r["epoch"]) <= done]
         if self.main:
-            self._write_metrics()
+            _write_rows(self.run_dir / "metrics.csv", self.rows)
             for name, rows in self.tables.items():
                 path = self.run_dir / "tables" / name
                 write_csv(path, rows, list(rows[0].keys()) if rows else ["epoch"])
-
-    def _write_metrics(self) -> None:
-        if not self.rows:
-            return
-        columns: list[str] = []
-        for r in self.rows:
-            columns += [k for k in r if k not in columns]
-        write_csv(self.run_dir / "metrics.csv", self.rows, columns)
 
     def keep_steps(self, global_step: int) -> None:
         """Drop the ``train_steps.csv`` rows after ``global_step`` (about to be redone)."""
         path = self.run_dir / "train_steps.csv"
         self.steps = [r for r in read_csv(path) if int(r["global_step"]) <= global_step]
         if self.main and path.is_file():
-            self._write_steps()
-
-    def _write_steps(self) -> None:
-        columns: list[str] = []
-        for r in self.steps:
-            columns += [k for k in r if k not in columns]
-        write_csv(self.run_dir / "train_steps.csv", self.steps, columns)
+            _write_rows(path, self.steps)
 
     def add_step(self, values: Mapping[str, Any]) -> None:
         """One ``trainer.log_every`` row of ``train_steps.csv``: ``global_step``, the step's
-        loss, gradient norm, task logs and every parameter group's lr (as logged to W&B)."""
+        loss, gradient norm, task logs and every parameter group's lr (as logged to W&B).
+        Kept in memory; written with the next ``status.json`` (a checkpoint or an epoch end),
+        so the hot path does no file I/O and the file never runs ahead of ``last.pt``."""
         self.steps.append({k: _fmt(v) for k, v in values.items()})
-        if self.main:
-            self._write_steps()
+        self.steps_dirty = True
 
     def add_row(self, row: Mapping[str, Any]) -> None:
         """Append one epoch's row; new keys widen the header (old rows get blanks)."""
         self.rows.append({k: _fmt(v) for k, v in row.items()})
         if self.main:
-            self._write_metrics()
+            _write_rows(self.run_dir / "metrics.csv", self.rows)
 
     def add_tables(self, tables: Mapping[str, tuple[list[str], list[list[Any]]]], epoch: int):
         """``tables/<name>.csv`` (the latest) and ``tables/<name>_by_epoch.csv`` (every epoch's
@@ -225,10 +213,24 @@ class RunRecords:
     def write_status(self, **fields: Any) -> None:
         """Update the in-memory status with ``fields`` and write ``status.json``."""
         self.status.update(fields)
-        if self.main:
-            from matbackprop.engine.checkpoint import write_json_atomic
+        if not self.main:
+            return
+        if self.steps_dirty:
+            _write_rows(self.run_dir / "train_steps.csv", self.steps)
+            self.steps_dirty = False
+        from matbackprop.engine.checkpoint import write_json_atomic
 
-            write_json_atomic(self.status, self.run_dir / "status.json")
+        write_json_atomic(self.status, self.run_dir / "status.json")
+
+
+def _write_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows under one header that is the union of their keys, in first-seen order."""
+    if not rows:
+        return
+    columns: list[str] = []
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    write_csv(path, rows, columns)
 
 
 def save_config(cfg: DictConfig, path: str | Path) -> None:
