@@ -14,7 +14,6 @@ import base64
 import html
 import math
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -256,18 +255,12 @@ def write_html(out: Path, runs: list[dict[str, Any]]) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """``scripts/tables_html.py``: only the HTML pages."""
-    import argparse
+    from matbackprop.results.tables import read_runs
 
-    from matbackprop.engine.records import find_runs
-
-    parser = argparse.ArgumentParser(description="The HTML pages of the paper tables.")
-    parser.add_argument("--runs", type=Path, default=Path("outputs"), help="folder to scan")
-    parser.add_argument("--out", type=Path, default=Path("outputs/tables"), help="output folder")
-    args = parser.parse_args(argv)
-    if not args.runs.is_dir():
-        print(f"error: no run folder {args.runs} (train something first: make demo)")
+    found = read_runs(argv, "The HTML pages of the paper tables.")
+    if found is None:
         return 2
-    warn = lambda folder, msg: print(f"[tables] warning: skipped {folder}: {msg}", file=sys.stderr)  # noqa: E731
-    for path in write_html(args.out, find_runs(args.runs, on_corrupt=warn)):
+    args, runs = found
+    for path in write_html(args.out, runs):
         print(f"[tables] {path}")
     return 0

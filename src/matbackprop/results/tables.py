@@ -208,20 +208,29 @@ def _warn_corrupt(folder: Path, message: str) -> None:
     print(f"[tables] warning: skipped {folder}: {message}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None, figures: Callable | None = None) -> int:
-    """``make tables``. ``figures(run, out) -> list[Path]``: extra per-run figures of Table 2
-    runs (scripts/make_tables.py passes the segmentation figure)."""
-    from matbackprop.results.html import write_html
-
-    parser = argparse.ArgumentParser(description="Results tables next to the paper's numbers.")
+def read_runs(argv: list[str] | None, description: str):
+    """``--runs`` / ``--out`` of ``make tables`` and ``tables_html.py``: (args, the runs found,
+    a corrupt folder skipped with a warning), or None (printed) when ``--runs`` is no folder."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--runs", type=Path, default=Path("outputs"), help="folder to scan")
     parser.add_argument("--out", type=Path, default=Path("outputs/tables"), help="output folder")
     args = parser.parse_args(argv)
     if not args.runs.is_dir():
         print(f"error: no run folder {args.runs} (train something first: make demo)")
+        return None
+    return args, find_runs(args.runs, on_corrupt=_warn_corrupt)
+
+
+def main(argv: list[str] | None = None, figures: Callable | None = None) -> int:
+    """``make tables``. ``figures(run, out) -> list[Path]``: extra per-run figures of Table 2
+    runs (scripts/make_tables.py passes the segmentation figure)."""
+    from matbackprop.results.html import write_html
+
+    found = read_runs(argv, "Results tables next to the paper's numbers.")
+    if found is None:
         return 2
+    args, runs = found
     args.out.mkdir(parents=True, exist_ok=True)
-    runs = find_runs(args.runs, on_corrupt=_warn_corrupt)
     n_demo = sum(is_demo(r["cfg"]) for r in runs)
     print(f"[tables] {len(runs)} run(s) under {args.runs} ({n_demo} {DEMO_TITLE})")
     write_records(args.out / "runs.csv", runs_summary(runs))
